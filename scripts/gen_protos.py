@@ -52,7 +52,9 @@ def generate(out_root: Path) -> None:
     if protoc.main(args) != 0:
         sys.exit("gen_protos: protoc failed")
     package = out_root / PACKAGE_DIR
-    (package / "__init__.py").write_text('"""Generated from protos/hybridcache/v1 by scripts/gen_protos.py. Do not edit."""\n')
+    (package / "__init__.py").write_text(
+        '"""Generated from protos/hybridcache/v1 by scripts/gen_protos.py. Do not edit."""\n'
+    )
     (package / "py.typed").write_text("")
 
 
@@ -74,7 +76,9 @@ def main() -> None:
         comparison = filecmp.dircmp(committed, fresh, ignore=["__pycache__"])
         drift = comparison.left_only + comparison.right_only + comparison.diff_files
         if drift:
-            sys.exit(f"gen_protos: generated code is out of date ({', '.join(sorted(drift))}); run `make proto`")
+            sys.exit(
+                f"gen_protos: generated code is out of date ({', '.join(sorted(drift))}); run `make proto`"
+            )
     print("gen_protos: generated code is up to date")
 
 

@@ -1,0 +1,77 @@
+"""Caller authentication and tenant authorisation.
+
+Callers present `authorization: Bearer <token>` metadata. Configuration names each caller
+by the SHA-256 of its token (never the token itself) and lists the tenants it may read, or
+`*`. A missing or unknown token is UNAUTHENTICATED; a tenant outside the caller's list is
+PERMISSION_DENIED. Tenant ids in requests are never trusted on their own.
+
+`insecure_dev_mode` lets every call in as the caller "insecure-dev" with every tenant: the
+dev stack uses it, and the server says so loudly at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    name: str
+    all_tenants: bool
+    tenants: frozenset[str]
+
+    def may_read(self, tenant_id: str) -> bool:
+        return self.all_tenants or tenant_id in self.tenants
+
+
+INSECURE_CALLER = Caller(name="insecure-dev", all_tenants=True, tenants=frozenset())
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Authenticator:
+    """Maps a call's bearer token to a Caller. Thread-safe (read-only after construction)."""
+
+    def __init__(self, callers: Iterable[Mapping[str, Any]], *, insecure: bool = False) -> None:
+        self.insecure = insecure
+        self._by_hash: dict[str, Caller] = {}
+        self._entries: dict[str, Mapping[str, Any]] = {}
+        for entry in callers:
+            tenants = [str(t) for t in entry.get("tenants", [])]
+            caller = Caller(
+                name=str(entry["name"]),
+                all_tenants="*" in tenants,
+                tenants=frozenset(t for t in tenants if t != "*"),
+            )
+            digest = str(entry["token_sha256"]).lower()
+            if len(digest) != 64:
+                raise ValueError(f"caller {caller.name!r}: token_sha256 must be 64 hex characters")
+            self._by_hash[digest] = caller
+            self._entries[caller.name] = entry
+
+    def identify(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller | None:
+        """The caller a call's metadata proves, or None (missing or unknown token)."""
+        if self.insecure:
+            return INSECURE_CALLER
+        token = bearer_token(metadata)
+        if token is None:
+            return None
+        return self._by_hash.get(token_sha256(token))
+
+    def limits_entry(self, caller: Caller) -> Mapping[str, Any]:
+        """The caller's own configuration entry (for per-caller limits); empty when none."""
+        return self._entries.get(caller.name, {})
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None

@@ -1,0 +1,100 @@
+"""`hybridcache` command line: `serve` (the service), `dev` (the whole dev stack), `bench`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from hybridcache.server.config import ConfigError, load_settings
+
+log = logging.getLogger("hybridcache")
+
+
+def serve() -> int:
+    """Run the server until SIGTERM / SIGINT; then shut down gracefully and exit 0."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"hybridcache: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from hybridcache.server.app import create_service  # noqa: PLC0415 (config errors first, fast)
+    from hybridcache.server.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings.log_format, settings.log_level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service = create_service(settings)
+    log.info("listening", extra={"port": service.port})
+    stop.wait()
+    service.stop()
+    log.info("stopped")
+    return 0
+
+
+def health(target: str | None) -> int:
+    """One grpc.health.v1 Check (container HEALTHCHECK): exit 0 when SERVING, 1 otherwise."""
+    import grpc  # noqa: PLC0415
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    if target is None:
+        import os  # noqa: PLC0415
+
+        target = f"127.0.0.1:{os.environ.get('HYBRIDCACHE_PORT', '50051')}"
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError as exc:
+            print(f"hybridcache health: {target}: {exc.code().name}", file=sys.stderr)
+            return 1
+    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"hybridcache health: {target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+    return 0 if serving else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hybridcache", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the gRPC server (configured by HYBRIDCACHE_* variables)")
+    dev = commands.add_parser("dev", help="run Redis, the development Wrapper and the server together")
+    dev.add_argument("--port", type=int, default=50051, help="gRPC port (0: a free one)")
+    dev.add_argument("--wrapper-port", type=int, default=0, help="development Wrapper port (0: a free one)")
+    dev.add_argument("--redis-port", type=int, default=0, help="Redis port (0: a free one)")
+    dev.add_argument("--publish-mode", choices=["pubsub", "stream", "both"], default="both")
+    bench = commands.add_parser("bench", help="run the benchmark suite (see docs/BENCHMARKS.md)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark runner")
+    check = commands.add_parser("health", help="check a running server's health (exit 0 when SERVING)")
+    check.add_argument("--target", default=None, help="host:port (default 127.0.0.1:$HYBRIDCACHE_PORT)")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve()
+    if args.command == "health":
+        return health(args.target)
+    if args.command == "bench":
+        from hybridcache.server.bench.runner import main as bench_main  # noqa: PLC0415
+
+        return bench_main(args.bench_args)
+    if args.command == "dev":
+        from hybridcache.server.devstack import run_dev_stack  # noqa: PLC0415
+
+        return run_dev_stack(
+            grpc_port=args.port,
+            wrapper_port=args.wrapper_port,
+            redis_port=args.redis_port,
+            publish_mode=args.publish_mode,
+        )
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Server configuration: `HYBRIDCACHE_*` environment variables, typed and validated at start.
+
+Every field here is one row of the README's configuration table (a test keeps the two in
+step). A bad value stops start-up with one line naming the variable (`load_settings`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from hybridcache.server.core.errors import InvalidRequest
+from hybridcache.server.core.kinds import Kind, Tier, WhenWrapperDown
+from hybridcache.server.validation import check_tenant_id
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "HYBRIDCACHE_"
+
+# Fields a per-kind override may set, with their types (the rest of KindPolicy keeps its default).
+_POLICY_FIELDS: dict[str, type] = {
+    "tier": Tier,
+    "ttl_s": float,
+    "negative_ttl_s": float,
+    "max_stale_s": float,
+    "when_down": WhenWrapperDown,
+    "refresh_ahead": float,
+    "adaptive_ttl": bool,
+    "ttl_min_s": float,
+    "ttl_max_s": float,
+}
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the environment variable."""
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The server's settings. Field `x` is read from `HYBRIDCACHE_X`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- gRPC server
+    host: str = Field("0.0.0.0", description="Address the gRPC server binds.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: pick a free one).")
+    rpc_workers: int = Field(
+        4, ge=1, le=256, description="Threads serving unary RPCs (more did not help here: GIL)."
+    )
+    max_streams: int = Field(
+        100, ge=0, le=10_000, description="Open WatchChanges streams allowed in total (each holds a thread)."
+    )
+    max_streams_per_caller: int = Field(20, ge=1, description="Open WatchChanges streams per caller.")
+    max_concurrent_rpcs: int = Field(
+        1000, ge=1, description="RPCs in progress at once; beyond it callers get RESOURCE_EXHAUSTED."
+    )
+    max_message_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest request or response message, in bytes."
+    )
+    grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight RPCs may take to finish.")
+
+    # --- Wrapper (authority, HTTP)
+    wrapper_url: str = Field("http://127.0.0.1:8080", description="Base URL of the Wrapper's HTTP API.")
+    wrapper_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token for the Wrapper (never logged)."
+    )
+    wrapper_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Longest single Wrapper call (shortened to the caller's deadline)."
+    )
+    wrapper_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed idempotent Wrapper read (jittered backoff)."
+    )
+    wrapper_max_connections: int = Field(32, ge=1, description="Pooled HTTP connections to the Wrapper.")
+
+    # --- What is cached, and how
+    tenants: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Tenants whose replica loads at start (comma-separated); health is SERVING once loaded.",
+    )
+    kind_policies: Annotated[dict[Kind, dict[str, Any]], NoDecode] = Field(
+        default_factory=dict,
+        description='Per-kind overrides as JSON, e.g. {"user-profiles": {"ttl_s": 60, "when_down": "fail"}}.',
+    )
+    max_reference_entries: int = Field(
+        100_000, ge=1, description="Most on-demand entries kept (LRU beyond it)."
+    )
+    refresh_interval_s: float = Field(
+        600.0, ge=0, description="Full replica refresh period, jittered ±10% (0: off)."
+    )
+
+    # --- Change notifications (Redis)
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis for change notifications: redis://, rediss://, unix://, redis+sentinel://h:p[,h:p]/name.",
+    )
+    event_apps: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["crm"], description="Apps whose channels `{app}:{tenant}:{event}` are read."
+    )
+    event_mode: Literal["pubsub", "stream"] = Field(
+        "pubsub", description="pubsub (at-most-once, resync on every gap) or stream (durable, resumes)."
+    )
+    event_max_bytes: int = Field(65536, ge=256, description="Largest change notification accepted.")
+    event_hmac_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="When set (comma-separated), events must be signed with one of them.",
+    )
+    resync_jitter_s: float = Field(
+        1.0, ge=0, description="Random delay before a resync after a gap, so a fleet does not stampede."
+    )
+
+    # --- WatchChanges
+    watch_retain: int = Field(10_000, ge=1, description="Change events kept for resuming streams.")
+    watch_subscriber_buffer: int = Field(
+        1000, ge=1, description="Events buffered per stream before it is told to resync."
+    )
+    watch_heartbeat_s: float = Field(5.0, gt=0, description="Idle stream heartbeat (Progress) interval.")
+
+    # --- Security
+    insecure_dev_mode: bool = Field(
+        False, description="Accept calls without credentials and allow every tenant. Development only."
+    )
+    callers: Annotated[list[dict[str, Any]], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            'JSON list of callers: [{"name": "crm", "token_sha256": "<hex>", "tenants": ["acme"] or ["*"], '
+            '"rate_per_s"?, "burst"?, "max_in_flight"?}].'
+        ),
+    )
+
+    caller_rate_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Per-caller request rate limit (token bucket; 0: off). A caller entry may set its own.",
+    )
+    caller_burst: int = Field(200, ge=1, description="Per-caller token-bucket burst size.")
+    caller_max_in_flight: int = Field(
+        0,
+        ge=0,
+        description="Per-caller cap on unary RPCs in progress (0: off). A caller entry may set its own.",
+    )
+    tls_cert_file: str = Field("", description="Server certificate (PEM); with the key, serve TLS.")
+    tls_key_file: str = Field("", description="Server private key (PEM).")
+    tls_client_ca_file: str = Field(
+        "", description="CA bundle (PEM) for client certificates; when set, clients must present one (mTLS)."
+    )
+
+    # --- Operations
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0: off).")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a TTY, JSON otherwise."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_rpcs: bool = Field(True, description="One log line per RPC (caller, method, code, duration).")
+
+    @field_validator("tenants", "event_apps", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("event_hmac_keys", mode="before")
+    @classmethod
+    def _comma_secrets(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_ids(cls, value: list[str]) -> list[str]:
+        for tenant in value:
+            try:
+                check_tenant_id(tenant)
+            except InvalidRequest as exc:
+                raise ValueError(f"{tenant!r}: {exc}") from None
+        return value
+
+    @field_validator("kind_policies", mode="before")
+    @classmethod
+    def _policies_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a JSON object of kind -> overrides")
+        for kind, overrides in value.items():
+            if not isinstance(overrides, Mapping):
+                raise ValueError(f"overrides for {kind!r} must be a JSON object")
+            unknown = set(overrides) - set(_POLICY_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown policy field(s) for {kind!r}: {', '.join(sorted(unknown))}")
+            for name, raw in overrides.items():
+                _POLICY_FIELDS[name](raw)  # raises ValueError for a bad value
+        return value
+
+    @field_validator("callers", mode="before")
+    @classmethod
+    def _callers_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else []
+        return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise ConfigError naming the first bad variable."""
+    try:
+        if env is None:
+            return Settings()
+        scoped = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+        return Settings.model_validate(scoped)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {message}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON in a {ENV_PREFIX}* variable: {exc}") from None

@@ -1,0 +1,59 @@
+"""Domain errors -> gRPC status, in one table, with a google.rpc.ErrorInfo detail.
+
+Callers get a machine-readable reason (ErrorInfo.reason, domain `hybridcache.dev`) next
+to the human message; `hybridcache.client` maps the codes back to one exception tree.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from hybridcache.server.core.errors import CacheError, InvalidRequest, NotFound, WrapperUnavailable
+
+ERROR_DOMAIN = "hybridcache.dev"
+
+_CODE_BY_ERROR: dict[type[CacheError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    WrapperUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code_for(error: CacheError) -> grpc.StatusCode:
+    for error_type in type(error).__mro__:
+        code = _CODE_BY_ERROR.get(error_type)  # type: ignore[arg-type]
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def abort(
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    *,
+    metadata: dict[str, str] | None = None,
+    retry_after_s: float | None = None,
+) -> NoReturn:
+    """End the RPC with `code`, `message` and an ErrorInfo (and RetryInfo when given)."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
+    details = [any_pb2.Any()]
+    details[0].Pack(info)
+    if retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_after_s * 1e9))
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+    context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # it raises; this line keeps NoReturn honest
+
+
+def abort_with(context: grpc.ServicerContext, error: CacheError) -> NoReturn:
+    abort(context, status_code_for(error), str(error), error.reason)

@@ -1,0 +1,258 @@
+"""The HybridCache gRPC service: request checks, caller checks, then one call into the core.
+
+Each unary handler follows the same steps, in this order so that nothing is revealed to a
+caller that has not proved who it is:
+
+    [gate: authenticate (UNAUTHENTICATED), rate limits (RESOURCE_EXHAUSTED)]
+      -> validate fields (INVALID_ARGUMENT) -> authorise tenant (PERMISSION_DENIED)
+      -> cache core (NOT_FOUND / UNAVAILABLE) -> response
+
+Domain errors become statuses in one table (`errors.py`); the caller's deadline is passed
+down so a Wrapper fetch never outlives it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+from hybridcache.server import convert
+from hybridcache.server.auth import Caller
+from hybridcache.server.core import HybridCache, Read
+from hybridcache.server.core.errors import CacheError
+from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.values import CreditCost, FeatureFlag, OrgUnit, UserProfile, UserStatus
+from hybridcache.server.errors import abort, abort_with
+from hybridcache.server.gate import current_caller
+from hybridcache.server.validation import (
+    check_batch,
+    check_key,
+    check_permission,
+    check_tenant_id,
+    check_user_id,
+)
+from hybridcache.v1 import hybridcache_pb2 as pb
+from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+
+WatchHandler = Callable[[pb.WatchChangesRequest, grpc.ServicerContext], Iterator[pb.WatchChangesResponse]]
+StatsExtra = Callable[[pb.GetCacheStatsResponse], None]
+
+
+# Work for a call must end a little before the caller's deadline, so the caller receives our
+# UNAVAILABLE (with its reason) rather than its own DEADLINE_EXCEEDED: 10% of the time left,
+# at most 50 ms.
+_DEADLINE_MARGIN_FRACTION = 0.1
+_DEADLINE_MARGIN_MAX_S = 0.05
+
+
+def deadline_of(context: grpc.ServicerContext) -> float | None:
+    """When work for this call must be done, on the monotonic clock (None: the caller set none)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return time.monotonic() + remaining - min(_DEADLINE_MARGIN_MAX_S, remaining * _DEADLINE_MARGIN_FRACTION)
+
+
+class HybridCacheServicer(pb_grpc.HybridCacheServicer):
+    def __init__(
+        self,
+        cache: HybridCache,
+        *,
+        freshness: Callable[[], str],
+        watch: WatchHandler | None = None,
+        stats_extra: StatsExtra | None = None,
+    ) -> None:
+        self._cache = cache
+        self._freshness = freshness
+        self._watch = watch
+        self._stats_extra = stats_extra
+
+    # --- shared steps
+
+    def _tenant(self, context: grpc.ServicerContext, raw_tenant: str) -> tuple[Caller, str]:
+        caller = current_caller()
+        try:
+            tenant = check_tenant_id(raw_tenant)
+        except CacheError as exc:
+            abort_with(context, exc)
+        if not caller.may_read(tenant):
+            abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"caller {caller.name!r} may not read tenant {tenant!r}",
+                "TENANT_NOT_ALLOWED",
+            )
+        return caller, tenant
+
+    def _read(
+        self,
+        context: grpc.ServicerContext,
+        raw_tenant: str,
+        kind: Kind,
+        raw_key: str,
+        check: Callable[[str], str],
+    ) -> Read:
+        _, tenant = self._tenant(context, raw_tenant)
+        try:
+            return self._cache.get(tenant, kind, check(raw_key), deadline_of(context))
+        except CacheError as exc:
+            abort_with(context, exc)
+
+    def _provenance(self, read: Read) -> pb.Provenance:
+        return convert.provenance(read.source, read.age_s, read.version, self._freshness())
+
+    # --- unary reads
+
+    def GetCreditCost(
+        self, request: pb.GetCreditCostRequest, context: grpc.ServicerContext
+    ) -> pb.GetCreditCostResponse:
+        read = self._read(
+            context,
+            request.tenant_id,
+            Kind.CREDIT_COSTS,
+            request.operation_code,
+            lambda k: check_key(k, "operation_code"),
+        )
+        assert isinstance(read.value, CreditCost)
+        return pb.GetCreditCostResponse(
+            credit_cost=convert.credit_cost(read.value), provenance=self._provenance(read)
+        )
+
+    def BatchGetCreditCosts(
+        self, request: pb.BatchGetCreditCostsRequest, context: grpc.ServicerContext
+    ) -> pb.BatchGetCreditCostsResponse:
+        _, tenant = self._tenant(context, request.tenant_id)
+        try:
+            codes = check_batch(list(request.operation_codes), "operation_codes")
+            found, missing = self._cache.get_many(tenant, Kind.CREDIT_COSTS, codes, deadline_of(context))
+        except CacheError as exc:
+            abort_with(context, exc)
+        costs = []
+        oldest: Read | None = None
+        for code in codes:
+            read = found.get(code)
+            if read is None:
+                continue
+            assert isinstance(read.value, CreditCost)
+            costs.append(convert.credit_cost(read.value))
+            if oldest is None or read.age_s > oldest.age_s:
+                oldest = read
+        response = pb.BatchGetCreditCostsResponse(credit_costs=costs, missing_operation_codes=missing)
+        if oldest is not None:
+            response.provenance.CopyFrom(
+                convert.provenance(oldest.source, oldest.age_s, 0, self._freshness())
+            )
+        return response
+
+    def CheckPermission(
+        self, request: pb.CheckPermissionRequest, context: grpc.ServicerContext
+    ) -> pb.CheckPermissionResponse:
+        _, tenant = self._tenant(context, request.tenant_id)
+        try:
+            user_id = check_user_id(request.user_id)
+            permission = check_permission(request.permission)
+            decision = self._cache.check_permission(tenant, user_id, permission, deadline_of(context))
+        except CacheError as exc:
+            abort_with(context, exc)
+        return pb.CheckPermissionResponse(
+            allowed=decision.allowed,
+            reason=_PERMISSION_REASON[decision.reason.name],
+            granted_by_role=decision.role_id,
+            matched_grant=decision.matched_grant,
+            provenance=convert.provenance("cache", decision.age_s, decision.version, self._freshness()),
+        )
+
+    def GetUserStatus(
+        self, request: pb.GetUserStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetUserStatusResponse:
+        read = self._read(context, request.tenant_id, Kind.USER_STATUS, request.user_id, check_user_id)
+        assert isinstance(read.value, UserStatus)
+        return pb.GetUserStatusResponse(
+            user_status=convert.user_status(read.value), provenance=self._provenance(read)
+        )
+
+    def GetFeatureFlag(
+        self, request: pb.GetFeatureFlagRequest, context: grpc.ServicerContext
+    ) -> pb.GetFeatureFlagResponse:
+        read = self._read(
+            context,
+            request.tenant_id,
+            Kind.FEATURE_FLAGS,
+            request.flag_key,
+            lambda k: check_key(k, "flag_key"),
+        )
+        assert isinstance(read.value, FeatureFlag)
+        return pb.GetFeatureFlagResponse(
+            feature_flag=convert.feature_flag(read.value), provenance=self._provenance(read)
+        )
+
+    def GetUserProfile(
+        self, request: pb.GetUserProfileRequest, context: grpc.ServicerContext
+    ) -> pb.GetUserProfileResponse:
+        read = self._read(context, request.tenant_id, Kind.USER_PROFILES, request.user_id, check_user_id)
+        assert isinstance(read.value, UserProfile)
+        return pb.GetUserProfileResponse(
+            user_profile=convert.user_profile(read.value), provenance=self._provenance(read)
+        )
+
+    def GetOrgUnit(
+        self, request: pb.GetOrgUnitRequest, context: grpc.ServicerContext
+    ) -> pb.GetOrgUnitResponse:
+        read = self._read(
+            context,
+            request.tenant_id,
+            Kind.ORG_UNITS,
+            request.org_unit_id,
+            lambda k: check_key(k, "org_unit_id"),
+        )
+        assert isinstance(read.value, OrgUnit)
+        return pb.GetOrgUnitResponse(org_unit=convert.org_unit(read.value), provenance=self._provenance(read))
+
+    def GetCacheStats(
+        self, request: pb.GetCacheStatsRequest, context: grpc.ServicerContext
+    ) -> pb.GetCacheStatsResponse:
+        caller = current_caller()
+        stats = self._cache.stats()
+        response = pb.GetCacheStatsResponse(
+            freshness=convert.FRESHNESS_TO_PROTO[self._freshness()],
+            # Only the tenants this caller may read: tenant names are not everyone's business.
+            loaded_tenant_ids=[t for t in self._cache.loaded_tenants() if caller.may_read(t)],
+        )
+        for kind, kind_stats in stats.kinds.items():
+            response.kinds.append(
+                pb.KindStats(
+                    kind=convert.KIND_TO_PROTO[kind],
+                    tier=str(kind_stats.tier),
+                    hits=kind_stats.hits,
+                    misses=kind_stats.misses,
+                    stale=kind_stats.stale,
+                    fetches=kind_stats.fetches,
+                    fetch_errors=kind_stats.fetch_errors,
+                    fetch_latency_ms_mean=kind_stats.fetch_latency_ms_mean,
+                    entries=kind_stats.entries,
+                    ttl_ms=int(kind_stats.ttl_s * 1000),
+                    invalidations=kind_stats.invalidations,
+                )
+            )
+        if self._stats_extra is not None:
+            self._stats_extra(response)
+        return response
+
+    # --- stream
+
+    def WatchChanges(
+        self, request: pb.WatchChangesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchChangesResponse]:
+        if self._watch is None:
+            abort(context, grpc.StatusCode.UNIMPLEMENTED, "WatchChanges is not enabled", "NOT_ENABLED")
+        return self._watch(request, context)
+
+
+# Keyed by the core's PermissionReason member names.
+_PERMISSION_REASON: dict[str, pb.PermissionReason.ValueType] = {
+    "GRANTED": pb.PERMISSION_REASON_GRANTED,
+    "USER_INACTIVE": pb.PERMISSION_REASON_USER_INACTIVE,
+    "UNKNOWN_USER": pb.PERMISSION_REASON_UNKNOWN_USER,
+    "NO_ROLE_GRANTS": pb.PERMISSION_REASON_NO_ROLE_GRANTS,
+}
