@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,7 +51,9 @@ def policies_from(settings: Settings) -> Mapping[Kind, KindPolicy]:
 class Service:
     """One running hybridcache server. `stop()` is graceful and idempotent."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, extra_handlers: Sequence[grpc.GenericRpcHandler] = ()) -> None:
+        # extra_handlers: more services on the same server, behind the same gate (the
+        # benchmark's empty RPC, `hybridcache.server.bench`); none in production.
         self.settings = settings
         self.stopping = threading.Event()
         self.metrics = Metrics()
@@ -78,7 +80,7 @@ class Service:
             self.auth,
             self.metrics,
             limits_for=self._limits_for,
-            service_prefix=SERVICE_NAME,
+            service_prefix=(SERVICE_NAME, *(_service_of(h) for h in extra_handlers)),
             log_rpcs=settings.log_rpcs,
         )
         self.server = grpc.server(
@@ -94,6 +96,7 @@ class Service:
             interceptors=[gate],
         )
         pb_grpc.add_HybridCacheServicer_to_server(self.servicer, self.server)
+        self.server.add_generic_rpc_handlers(tuple(extra_handlers))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (
@@ -179,6 +182,11 @@ def _bind(server: grpc.Server, settings: Settings) -> int:
     return int(server.add_secure_port(address, credentials))
 
 
-def create_service(settings: Settings) -> Service:
+def _service_of(handler: grpc.GenericRpcHandler) -> str:
+    name: str = handler.service_name()  # grpc's generic handlers built by method_handlers_generic_handler
+    return name
+
+
+def create_service(settings: Settings, *, extra_handlers: Sequence[grpc.GenericRpcHandler] = ()) -> Service:
     """Build and start a service; `service.port` is the bound port (settings.port 0: a free one)."""
-    return Service(settings).start()
+    return Service(settings, extra_handlers=extra_handlers).start()

@@ -60,22 +60,23 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         metrics: Metrics,
         *,
         limits_for: Callable[[Caller], CallerLimits],
-        service_prefix: str,
+        service_prefix: str | tuple[str, ...],  # several: each service gated alike
         log_rpcs: bool = True,
     ) -> None:
         self._auth = auth
         self._metrics = metrics
         self._limits_for = limits_for
-        self._prefix = f"/{service_prefix}/"
+        names = (service_prefix,) if isinstance(service_prefix, str) else service_prefix
+        self._prefixes = tuple(f"/{name}/" for name in names)
         self._log_rpcs = log_rpcs
         self._lock = threading.Lock()
         self._budgets: dict[str, _Budget] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        if handler is None or not details.method.startswith(self._prefix):
+        if handler is None or not details.method.startswith(self._prefixes):
             return handler
-        method = details.method[len(self._prefix) :]
+        method = details.method.rsplit("/", 1)[-1]
         metadata = details.invocation_metadata
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
