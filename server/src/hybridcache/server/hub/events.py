@@ -1,0 +1,58 @@
+"""What flows through the hub: published events, their sequenced form, resync markers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.values import Value
+
+# ResyncNeeded reasons; the wire carries them verbatim (ResyncRequired.reason).
+REASON_UNKNOWN_INSTANCE = "unknown server instance"
+REASON_OUTSIDE_WINDOW = "resume token outside the retained window"
+REASON_FELL_BEHIND = "subscriber fell behind"
+
+
+@dataclass(frozen=True, slots=True)
+class HubEvent:
+    """One applied change, as the event ingestion publishes it (no sequence yet).
+
+    `resync` means the whole `kind` of the tenant was reloaded (`keys` is then empty);
+    `value` is the new value of a replicated kind, None for on-demand kinds, deletions
+    and resyncs.
+    """
+
+    tenant_id: str
+    kind: Kind
+    keys: tuple[str, ...]
+    changed_fields: tuple[str, ...]
+    event_id: str
+    event_type: str
+    event_time_ms: int
+    resync: bool = False
+    version: int = 0
+    deleted: bool = False
+    value: Value | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """An event with its place in this hub's total order (1, 2, 3, ... per process)."""
+
+    sequence: int
+    event: HubEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncNeeded:
+    """The subscriber missed events that cannot be replayed: reload state, then keep reading.
+
+    `sequence` is the position the stream continues from: every matching event after it
+    will be delivered, so a token for it is a valid resume point after the reload.
+    """
+
+    reason: str
+    sequence: int
+
+
+Item = Sequenced | ResyncNeeded

@@ -1,0 +1,300 @@
+"""The change hub: numbers applied changes and fans them out to watchers.
+
+    producer (event thread) ──publish──► ChangeHub ──► retained ring (last `retain` events)
+                                             │
+                                             └──► Subscription buffers (bounded) ──next()──► stream handlers
+
+Semantics are those of an etcd / Kubernetes watch, with no silent gap ever:
+
+* Every published event gets the next sequence number (1, 2, 3, ...) of this process.
+* A subscriber that resumes from a token of this instance whose sequence is still inside
+  the retained window receives exactly the retained events after it (filtered), then live
+  ones: the snapshot of the ring and the registration for live events happen under one
+  lock, so nothing published in between is lost or doubled.
+* A token from another instance, or older than the window, yields a `ResyncNeeded` first,
+  then live events. A token from the future is a `ValueError` (the client is confused).
+* Backpressure: each subscriber buffers at most `subscriber_buffer` events. When a publish
+  would overflow it, the buffer is replaced by one `ResyncNeeded("subscriber fell behind")`
+  and the subscriber skips events until it has read that marker; then it gets live events
+  again. We keep the stream rather than end it because the client has to reload either
+  way, and reloading over an open stream is list-then-watch done right: the events that
+  happen during the reload arrive on the stream, where ending it would force a reconnect
+  with its own window for loss. Memory stays bounded and neither the producer nor the
+  other subscribers ever wait for a slow one.
+
+Threads and locks. `publish` runs on the event thread; `next` on stream handler threads;
+`close` on either (gRPC runs cancellation callbacks on its own threads). Lock order:
+**hub lock, then subscription lock**, never the reverse. `publish`, `subscribe`, `close`
+and `Subscription.progress` take the hub lock first; `Subscription.next` takes only its
+own lock (it never needs the hub), so a consumer waiting for events never holds up the
+producer, and the producer holds each subscription lock only for a deque append.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from hybridcache.server.hub.events import (
+    REASON_FELL_BEHIND,
+    REASON_OUTSIDE_WINDOW,
+    REASON_UNKNOWN_INSTANCE,
+    HubEvent,
+    Item,
+    ResyncNeeded,
+    Sequenced,
+)
+from hybridcache.server.hub.filters import ANY_TENANT, WatchFilter
+from hybridcache.server.hub.tokens import INSTANCE_ID_RE, decode_token, encode_token
+
+
+@dataclass(frozen=True, slots=True)
+class HubStats:
+    """A consistent snapshot of the hub's counters, for metrics and GetCacheStats."""
+
+    current_sequence: int
+    retained: int
+    subscribers: int
+    buffered: int  # events waiting in subscriber buffers, all subscribers together
+    lagged_total: int  # times a subscriber fell behind and was sent "resync required"
+    discarded_total: int  # events not delivered to a subscriber because it had fallen behind
+
+
+@dataclass(slots=True)
+class _Counters:
+    """Monotonic counters; mutated only under the hub lock."""
+
+    lagged: int = 0
+    discarded: int = 0
+
+
+class ChangeHub:
+    """Sequences published events, retains the last `retain`, fans them out to subscribers.
+
+    `instance_id` must differ between process starts (the default is random): sequences
+    restart at 1, so a stable id (a hostname) would make an old token look like a position
+    in the new sequence and resume at the wrong place, silently.
+    """
+
+    def __init__(
+        self, *, instance_id: str | None = None, retain: int = 10_000, subscriber_buffer: int = 1_000
+    ) -> None:
+        if retain < 0:
+            raise ValueError("retain must be >= 0")
+        if subscriber_buffer < 1:
+            raise ValueError("subscriber_buffer must be >= 1")
+        if instance_id is None:
+            instance_id = secrets.token_hex(8)
+        elif not INSTANCE_ID_RE.fullmatch(instance_id):
+            raise ValueError("instance_id must be 1-64 characters of [A-Za-z0-9_-]")
+        self._instance_id = instance_id
+        self._subscriber_buffer = subscriber_buffer
+        self._lock = threading.Lock()
+        # All below guarded by _lock.
+        self._sequence = 0
+        self._ring: deque[Sequenced] = deque(maxlen=retain)
+        # Subscribers indexed by tenant (ANY_TENANT for wildcard ones), so a publish touches
+        # only the subscribers that can want it; the inner dict keeps subscription order.
+        self._by_tenant: dict[str, dict[int, Subscription]] = {}
+        self._subscriptions: dict[int, Subscription] = {}
+        self._ids = itertools.count(1)
+        self._counters = _Counters()
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    @property
+    def current_sequence(self) -> int:
+        """The last sequence assigned (0 before the first publish)."""
+        return self._sequence  # one attribute read: atomic, no lock needed
+
+    def token(self, sequence: int) -> str:
+        """The resume token for "after `sequence`" of this instance."""
+        return encode_token(self._instance_id, sequence)
+
+    def publish(self, event: HubEvent) -> int:
+        """Sequence `event`, retain it, hand it to every matching subscriber; return its
+        sequence. Never blocks on a subscriber: each gets a non-blocking append."""
+        with self._lock:
+            self._sequence += 1
+            item = Sequenced(self._sequence, event)
+            self._ring.append(item)
+            for bucket_key in (event.tenant_id, ANY_TENANT):
+                bucket = self._by_tenant.get(bucket_key)
+                if bucket:
+                    for sub in bucket.values():
+                        if sub.filter.matches_kind_and_key(event):
+                            sub._offer(item, self._counters)
+            return self._sequence
+
+    def subscribe(self, flt: WatchFilter, resume_token: str | None = None) -> Subscription:
+        """Start watching. With `resume_token`, replay what was missed (or say it cannot).
+
+        Raises ValueError for a malformed token or one from this instance's future.
+        """
+        point = decode_token(resume_token) if resume_token else None
+        marker: ResyncNeeded | None = None
+        backlog: list[Sequenced] = []
+        with self._lock:
+            current = self._sequence
+            if point is not None:
+                oldest_replayable = current - len(self._ring)  # resume after it replays all retained
+                if point.instance_id != self._instance_id:
+                    marker = ResyncNeeded(REASON_UNKNOWN_INSTANCE, current)
+                elif point.sequence > current:
+                    raise ValueError("resume token is ahead of this server's sequence")
+                elif point.sequence < oldest_replayable:
+                    marker = ResyncNeeded(REASON_OUTSIDE_WINDOW, current)
+                elif point.sequence < current:
+                    # Retained sequences are contiguous, so the position is arithmetic.
+                    start = len(self._ring) - (current - point.sequence)
+                    backlog = list(itertools.islice(self._ring, start, None))
+            sub = Subscription(self, next(self._ids), flt, self._subscriber_buffer)
+            self._subscriptions[sub.id] = sub
+            for bucket_key in (ANY_TENANT,) if flt.all_tenants else flt.tenants:
+                self._by_tenant.setdefault(bucket_key, {})[sub.id] = sub
+        # Filtering the backlog (up to `retain` events) happens outside the lock so a resume
+        # does not stall the producer; the snapshot is immutable and the subscription is not
+        # yet visible to its consumer, and live events go to a separate buffer after it.
+        if marker is not None:
+            sub._prime([marker])
+        elif backlog:
+            sub._prime([s for s in backlog if flt.matches(s.event)])
+        return sub
+
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subscriptions)
+
+    def stats(self) -> HubStats:
+        with self._lock:
+            return HubStats(
+                current_sequence=self._sequence,
+                retained=len(self._ring),
+                subscribers=len(self._subscriptions),
+                buffered=sum(sub.buffered() for sub in self._subscriptions.values()),
+                lagged_total=self._counters.lagged,
+                discarded_total=self._counters.discarded,
+            )
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        """Caller holds the hub lock. Idempotent."""
+        if self._subscriptions.pop(sub.id, None) is None:
+            return
+        for bucket_key in (ANY_TENANT,) if sub.filter.all_tenants else sub.filter.tenants:
+            bucket = self._by_tenant.get(bucket_key)
+            if bucket is not None:
+                bucket.pop(sub.id, None)
+                if not bucket:
+                    del self._by_tenant[bucket_key]
+
+
+class Subscription:
+    """One watcher's bounded buffer. Read it from one thread; close it from any."""
+
+    def __init__(self, hub: ChangeHub, sub_id: int, flt: WatchFilter, bound: int) -> None:
+        self._hub = hub
+        self.id = sub_id
+        self.filter = flt
+        self._bound = bound
+        self._cond = threading.Condition(threading.Lock())
+        # All below guarded by _cond. `_replay` (resume backlog or a start marker) is read
+        # before `_pending` (live events) and does not count against the bound: it is at
+        # most `retain` references to events the ring holds anyway.
+        self._replay: list[Item] = []
+        self._pending: deque[Sequenced] = deque()
+        self._lagging = False
+        self._last_offered = 0  # sequence of the last matching event offered, delivered or not
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def next(self, timeout: float) -> list[Item]:
+        """Wait up to `timeout` seconds for items and return all that are pending, in order.
+
+        [] means the timeout passed (send a heartbeat) or the subscription is closed.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self._closed or self._lagging or self._replay or self._pending):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._cond.wait(remaining)
+            if self._closed:
+                return []
+            if self._lagging:
+                # The stream continues after the last event this subscriber skipped, so the
+                # marker's position is a correct resume point once the client has reloaded.
+                self._lagging = False
+                return [ResyncNeeded(REASON_FELL_BEHIND, self._last_offered)]
+            items: list[Item] = self._replay
+            items.extend(self._pending)
+            self._replay = []
+            self._pending.clear()
+            return items
+
+    def progress(self) -> int | None:
+        """The hub's current sequence if this subscriber has been given everything up to it
+        (a safe resume point for a heartbeat); None if items are pending (read them first).
+        """
+        # Both locks, in order: with only ours, a publish could have taken its sequence and
+        # be waiting to append here, and we would report a point past an undelivered event.
+        with self._hub._lock, self._cond:
+            if self._closed or self._lagging or self._replay or self._pending:
+                return None
+            return self._hub._sequence
+
+    def buffered(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def close(self) -> None:
+        """Stop receiving and leave the hub at once. Idempotent; wakes a blocked `next`."""
+        with self._hub._lock:
+            self._hub._unsubscribe(self)
+            with self._cond:
+                self._closed = True
+                self._replay = []
+                self._pending.clear()
+                self._cond.notify_all()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _prime(self, items: list[Item]) -> None:
+        """Set the replay backlog; called once by `subscribe` before it returns."""
+        with self._cond:
+            if not (self._closed or self._lagging):  # a lag marker supersedes the backlog
+                self._replay = items
+                self._cond.notify()
+
+    def _offer(self, item: Sequenced, counters: _Counters) -> None:
+        """Called by `publish` under the hub lock. Never blocks beyond our own short lock."""
+        with self._cond:
+            if self._closed:
+                return
+            self._last_offered = item.sequence
+            if self._lagging:
+                counters.discarded += 1
+                return
+            if len(self._pending) >= self._bound:
+                counters.lagged += 1
+                counters.discarded += len(self._pending) + len(self._replay) + 1
+                self._pending.clear()
+                self._replay = []
+                self._lagging = True
+                self._cond.notify()
+                return
+            self._pending.append(item)
+            self._cond.notify()

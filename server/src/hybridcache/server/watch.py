@@ -1,0 +1,197 @@
+"""WatchChanges, server side: one change stream per call, fed by the change hub.
+
+For the sync `grpc.server`: `serve_watch` is the generator a servicer returns; each open
+stream holds one pool thread, mostly asleep in `Subscription.next`.
+
+The stream, as the client sees it:
+
+1. The first message confirms the subscription: a `Progress` when nothing is pending
+   (so a client can start loading state only after the server is watching for it, which
+   is what makes list-then-watch gap-free); otherwise the replayed events, or a
+   `ResyncRequired` when the resume token cannot be honoured.
+2. `ChangeEvent`s in sequence order, each with its own resume token.
+3. A `Progress` after `heartbeat_s` without any message, so silence can be told from a
+   dead stream and the client's resume point advances while idle.
+4. `ResyncRequired` whenever events were missed (see `hybridcache.server.hub.hub`), after
+   which the stream continues.
+
+Errors: INVALID_ARGUMENT (request or token malformed, token from the future),
+PERMISSION_DENIED (a tenant the caller may not read), RESOURCE_EXHAUSTED (stream caps),
+UNAVAILABLE "server shutting down" when `stop` is set. Each carries a
+`google.rpc.ErrorInfo` reason.
+
+Every exit path closes the subscription and releases the limiter slot: the `finally`
+covers the generator ending or being discarded, and the RPC's termination callback covers
+a client cancel while the generator sleeps (it also wakes it, so the thread is freed at once).
+Both are idempotent. The callback takes the hub's locks and the limiter's one after the
+other, never nested, so it adds no lock order to the hub's (hub, then subscription).
+
+A stream whose client stops reading blocks its thread in gRPC's send (flow control) and
+cannot see `stop` there; `server.stop(grace)` cancels it at the end of the grace period.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import grpc
+from hybridcache.server.core.kinds import Kind
+from hybridcache.server.errors import abort
+from hybridcache.server.hub import (
+    AllowedTenants,
+    ChangeHub,
+    Item,
+    ResyncNeeded,
+    StreamLimiter,
+    StreamLimitError,
+    Subscription,
+    TenantNotAllowedError,
+    WatchFilter,
+    decode_token,
+    resolve_tenants,
+    to_proto,
+)
+from hybridcache.v1 import hybridcache_pb2 as pb
+
+TENANT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_TENANTS = 100
+MAX_KEY_PREFIX = 128
+# How often a waiting stream looks at `stop`: a threading.Event cannot wake a Condition
+# waiter, so shutdown is noticed within this long. 1,000 idle streams cost ~2,000 short
+# wake-ups a second at 0.5 s, which is noise next to their heartbeats' sends.
+STOP_POLL_S = 0.5
+
+
+def serve_watch(
+    request: pb.WatchChangesRequest,
+    context: grpc.ServicerContext,
+    *,
+    hub: ChangeHub,
+    limiter: StreamLimiter,
+    allowed_tenants: Callable[[grpc.ServicerContext], AllowedTenants],
+    heartbeat_s: float,
+    stop: threading.Event,
+    stop_poll_s: float = STOP_POLL_S,
+) -> Iterator[pb.WatchChangesResponse]:
+    """Validate, authorise, take a slot, subscribe, then stream until cancel or shutdown."""
+    if heartbeat_s <= 0 or stop_poll_s <= 0:
+        raise ValueError("heartbeat_s and stop_poll_s must be positive")
+    if stop.is_set():
+        abort(context, grpc.StatusCode.UNAVAILABLE, "server shutting down", "SHUTTING_DOWN")
+    allowed = allowed_tenants(context)  # first: an unauthenticated caller learns nothing more
+    try:
+        requested = _valid_tenants(request.tenant_ids)
+        kinds = _valid_kinds(request.kinds)
+        if len(request.key_prefix) > MAX_KEY_PREFIX:
+            raise ValueError(f"key_prefix is longer than {MAX_KEY_PREFIX} characters")
+    except ValueError as exc:
+        abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_ARGUMENT")
+    if request.resume_token:
+        try:
+            decode_token(request.resume_token)  # before taking a slot; subscribe decodes it again
+        except ValueError as exc:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_RESUME_TOKEN")
+    try:
+        tenants = resolve_tenants(requested, allowed)
+    except TenantNotAllowedError as exc:
+        abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc), "TENANT_NOT_ALLOWED")
+    flt = WatchFilter(tenants, kinds, request.key_prefix)
+
+    try:
+        slot = limiter.acquire(allowed.caller or _peer_host(context.peer()))
+    except StreamLimitError as exc:
+        abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "TOO_MANY_STREAMS")
+
+    sub: Subscription | None = None
+    try:
+        try:
+            sub = hub.subscribe(flt, request.resume_token or None)
+        except ValueError as exc:  # a token from this instance's future
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_RESUME_TOKEN")
+
+        def on_rpc_done(sub: Subscription = sub) -> None:
+            sub.close()  # wakes the handler if it is waiting in next()
+            slot.release()
+
+        if not context.add_callback(on_rpc_done):
+            return  # the RPC already ended
+        yield from _stream(
+            sub=sub, context=context, hub=hub, heartbeat_s=heartbeat_s, stop=stop, stop_poll_s=stop_poll_s
+        )
+    finally:
+        if sub is not None:
+            sub.close()
+        slot.release()
+
+
+def _stream(
+    *,
+    sub: Subscription,
+    context: grpc.ServicerContext,
+    hub: ChangeHub,
+    heartbeat_s: float,
+    stop: threading.Event,
+    stop_poll_s: float,
+) -> Iterator[pb.WatchChangesResponse]:
+    last_sent = float("-inf")  # so the first idle check below sends the confirming Progress
+    while True:
+        if stop.is_set():
+            abort(context, grpc.StatusCode.UNAVAILABLE, "server shutting down", "SHUTTING_DOWN")
+        if sub.closed or not context.is_active():
+            return
+        now = time.monotonic()
+        if now - last_sent >= heartbeat_s:
+            sequence = sub.progress()
+            if sequence is not None:  # None: events are pending, and they go first
+                yield to_proto.progress(sequence, hub.token(sequence))
+                last_sent = time.monotonic()
+                continue
+        wait = min(stop_poll_s, max(0.0, last_sent + heartbeat_s - now))
+        items = sub.next(wait)
+        for item in items:
+            # A replay can be long and each send waits on flow control: look at `stop` as we go.
+            if stop.is_set():
+                abort(context, grpc.StatusCode.UNAVAILABLE, "server shutting down", "SHUTTING_DOWN")
+            yield _to_response(item, hub)
+        if items:
+            last_sent = time.monotonic()
+
+
+def _to_response(item: Item, hub: ChangeHub) -> pb.WatchChangesResponse:
+    if isinstance(item, ResyncNeeded):
+        return to_proto.resync_required(item, hub.token(item.sequence))
+    return to_proto.change_event(item, hub.token(item.sequence))
+
+
+def _valid_tenants(tenant_ids: Iterable[str]) -> list[str]:
+    tenants = list(tenant_ids)
+    if len(tenants) > MAX_TENANTS:
+        raise ValueError(f"at most {MAX_TENANTS} tenant_ids")
+    for index, tenant in enumerate(tenants):
+        if not TENANT_ID_RE.fullmatch(tenant):
+            raise ValueError(f"tenant_ids[{index}] must be 1-64 characters of [A-Za-z0-9._-]")
+    return tenants
+
+
+def _valid_kinds(numbers: Iterable[int]) -> frozenset[Kind]:
+    kinds: set[Kind] = set()
+    every_kind = False
+    for index, number in enumerate(numbers):
+        if number == pb.KIND_UNSPECIFIED:
+            every_kind = True  # the proto documents UNSPECIFIED in a filter as "every kind"
+            continue
+        kind = to_proto.KIND_FROM_PROTO.get(number)
+        if kind is None:
+            raise ValueError(f"kinds[{index}] is not a known Kind ({number})")
+        kinds.add(kind)
+    return frozenset() if every_kind else frozenset(kinds)
+
+
+def _peer_host(peer: str) -> str:
+    """'ipv4:10.0.0.7:51234' -> 'ipv4:10.0.0.7': one caller however many connections it opens."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
