@@ -1,0 +1,141 @@
+"""The floor: what the service can never beat, measured on this machine in this run.
+
+    server-model   empty unary RPC: sync grpc.server (4 threads) vs grpc.aio, 1 and 16 in flight
+    redis          a raw GET; PUBLISH -> subscriber at 1,000 messages/s (1, 10, 100 subscribers)
+    wrapper        a direct httpx.Client GET to the development Wrapper
+
+(The empty RPC on the Service's own stack, behind its gate, is measured next to the
+service RPCs in `service.py`, so the ratios there come from one run.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from hybridcache.server.bench import cpus
+from hybridcache.server.bench.consumers import Subscribe, Subscribers, delivery_latencies, paced_publish
+from hybridcache.server.bench.loadgen import Call
+from hybridcache.server.bench.servers import EMPTY_METHOD, ServerProcess
+from hybridcache.server.bench.stats import Summary, median_of, summarize
+from hybridcache.server.bench.suite import Bench, Figure, Group, Load, timed_samples
+from hybridcache.server.redis_process import RedisProcess
+
+PUBLISH_RATE = 1000.0
+# 100 subscribers at 1,000/s is 100k deliveries/s: more than one Python process on the load
+# core can read (measured: it falls seconds behind), so that case publishes at 100/s and the
+# figure says so. 10k deliveries/s either way.
+SUBSCRIBER_RATES: dict[int, float] = {1: PUBLISH_RATE, 10: PUBLISH_RATE, 100: PUBLISH_RATE / 10}
+
+
+def server_model(bench: Bench) -> Group:
+    group = Group("server-model")
+    with ServerProcess("sync-bare") as sync, ServerProcess("aio-bare") as aio:
+        loads = {
+            f"{kind}.empty.x{n}": Load(Call(server.target, EMPTY_METHOD), n, server.pid)
+            for kind, server in (("sync", sync), ("aio", aio))
+            for n in (1, 16)
+        }
+        for figure in bench.compare(loads).values():
+            group.add(figure)
+    sync16 = group.figures["sync.empty.x16"].summary.throughput_per_s
+    aio16 = group.figures["aio.empty.x16"].summary.throughput_per_s
+    group.values["chosen"] = "sync" if sync16 >= aio16 else "aio"
+    return group
+
+
+def _summary_of_loop(samples: list[int]) -> Summary:
+    # One caller in a loop: throughput is calls per second of time spent in calls.
+    return summarize(samples, seconds=sum(samples) / 1e9)
+
+
+def redis_floor(bench: Bench, redis: RedisProcess) -> Group:
+    group = Group("redis")
+    plan = bench.plan
+    client = redis.client()
+    client.set("bench:key", b"x" * 16)
+    runs = [
+        _summary_of_loop(timed_samples(lambda: client.get("bench:key"), count=plan.max_calls, warmup=500))
+        for _ in range(plan.runs)
+    ]
+    group.add(Figure("redis.get.x1", median_of(runs), runs, {"in_flight": 1}))
+    client.close()
+    for subscribers, rate in SUBSCRIBER_RATES.items():
+        group.add(pubsub_figure(bench, redis, subscribers, rate))
+    return group
+
+
+def pubsub_figure(bench: Bench, redis: RedisProcess, subscribers: int, rate: float) -> Figure:
+    """PUBLISH -> every subscriber's receive, at `rate`; p99 to the last subscriber."""
+    count = _publish_count(bench, subscribers, rate)
+    runs_every: list[Summary] = []
+    runs_last: list[Summary] = []
+    lost_total = 0
+    client = redis.client()
+    for run in range(bench.plan.runs):
+        channel = f"bench:rtt:{subscribers}:{run}"
+        spec = Subscribe(
+            "redis", subscribers, count, timeout_s=count / rate + 20, redis_port=redis.port, channel=channel
+        )
+        subs = Subscribers(spec)
+        subs.wait_ready()
+        sent = paced_publish(lambda seq, ch=channel: client.publish(ch, str(seq)), count, rate)
+        every, last, lost = delivery_latencies(sent, subs.results())
+        lost_total += lost
+        seconds = count / rate
+        runs_every.append(summarize(every, seconds=seconds, errors=lost))
+        runs_last.append(summarize(last, seconds=seconds, errors=lost))
+    client.close()
+    figure = Figure(f"redis.pubsub.subs{subscribers}", median_of(runs_last), runs_last)
+    figure.notes = {
+        "subscribers": subscribers,
+        "rate_per_s": rate,
+        "messages_per_run": count,
+        "latency_is": "publish -> the last subscriber's receive, per message",
+        "every_delivery": median_of(runs_every).to_json(),
+        "lost_deliveries": lost_total,
+    }
+    return figure
+
+
+def _publish_count(bench: Bench, subscribers: int, rate: float) -> int:
+    """Messages per run: 10k for one subscriber (10 s at 1,000/s, >= 10k samples); with many
+    subscribers each message gives that many deliveries, so ~3 s of messages is enough for
+    >= 10k delivery samples (the last-subscriber p99 then rests on fewer: the JSON says how many)."""
+    if bench.plan.quick:
+        return int(rate // 2)
+    return 10_000 if subscribers == 1 else int(rate * 3)
+
+
+def wrapper_floor(
+    bench: Bench, wrapper_url: str, headers: dict[str, str], wrapper_pid: int, path: str
+) -> Group:
+    """A direct httpx.Client GET of one item (the Wrapper on the server core for this figure)."""
+    group = Group("wrapper")
+    cpus.pin_process_tree(wrapper_pid, cpus.SERVER_CPU)
+    try:
+        with httpx.Client(base_url=wrapper_url, headers=headers) as http:
+            runs = [
+                _summary_of_loop(
+                    timed_samples(
+                        lambda: http.get(path).raise_for_status(), count=_http_count(bench), warmup=200
+                    )
+                )
+                for _ in range(bench.plan.runs)
+            ]
+    finally:
+        cpus.pin_process_tree(wrapper_pid, cpus.LOAD_CPU)
+    group.add(Figure("wrapper.http-get.x1", median_of(runs), runs, {"in_flight": 1, "path": path}))
+    return group
+
+
+def _http_count(bench: Bench) -> int:
+    return 1000 if bench.plan.quick else 10_000
+
+
+def http_get_summary(http: httpx.Client, path: str, count: int) -> Summary:
+    return _summary_of_loop(timed_samples(lambda: http.get(path).raise_for_status(), count=count, warmup=50))
+
+
+def describe(group: Group) -> dict[str, Any]:
+    return {name: figure.to_json() for name, figure in group.figures.items()}

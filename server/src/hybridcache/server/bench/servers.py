@@ -1,0 +1,167 @@
+"""Servers under test, each in its own spawned process pinned to the server core.
+
+    sync-bare   grpc.server, ThreadPoolExecutor(4), the empty RPC only, no interceptor
+    aio-bare    grpc.aio.server, the empty RPC only (an async handler), no interceptor
+    sync-gate   grpc.server + the real Gate (insecure dev caller) + the empty RPC: a stand-in
+                for the Service used only while the Service cannot be built
+    service     the real Service (`create_service`) with the empty RPC added behind its gate
+
+A child process rather than a thread: the server must not share a GIL (or a core) with
+the code measuring it. The child reports its port over a pipe and serves until told to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from hybridcache.server.bench import cpus
+
+BENCH_SERVICE = "hybridcache.bench.Bench"
+EMPTY_METHOD = f"/{BENCH_SERVICE}/Empty"
+_READY_TIMEOUT_S = 60.0
+
+
+def bench_handler() -> Any:
+    """The bench-only empty unary RPC: raw bytes in, zero bytes out (no proto involved)."""
+    import grpc  # noqa: PLC0415
+
+    return grpc.method_handlers_generic_handler(
+        BENCH_SERVICE, {"Empty": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")}
+    )
+
+
+def _serve_sync(conn: Connection, *, gate: bool) -> None:
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    import grpc  # noqa: PLC0415
+
+    interceptors: list[Any] = []
+    if gate:
+        from hybridcache.server.auth import Authenticator  # noqa: PLC0415
+        from hybridcache.server.gate import CallerLimits, Gate  # noqa: PLC0415
+        from hybridcache.server.metrics import Metrics  # noqa: PLC0415
+
+        limits = CallerLimits(rate_per_s=0.0, burst=200, max_in_flight=0)
+        interceptors.append(
+            Gate(
+                Authenticator([], insecure=True),
+                Metrics(),
+                limits_for=lambda caller: limits,
+                service_prefix=BENCH_SERVICE,
+                log_rpcs=False,
+            )
+        )
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=4),
+        interceptors=interceptors,
+        options=[("grpc.so_reuseport", 0)],
+    )
+    server.add_generic_rpc_handlers((bench_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    conn.send(port)
+    conn.recv()
+    server.stop(1).wait()
+
+
+def _serve_aio(conn: Connection) -> None:
+    import asyncio  # noqa: PLC0415
+
+    import grpc  # noqa: PLC0415
+
+    async def empty(request: bytes, context: Any) -> bytes:
+        return b""
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    BENCH_SERVICE, {"Empty": grpc.unary_unary_rpc_method_handler(empty)}
+                ),
+            )
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        conn.send(port)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, conn.recv)
+        await server.stop(1)
+
+    asyncio.run(main())
+
+
+def _serve_service(conn: Connection, env: Mapping[str, str]) -> None:
+    from hybridcache.server.app import create_service  # noqa: PLC0415
+    from hybridcache.server.config import load_settings  # noqa: PLC0415
+
+    settings = load_settings({"HYBRIDCACHE_HOST": "127.0.0.1", "HYBRIDCACHE_PORT": "0", **env})
+    service = create_service(settings, extra_handlers=[bench_handler()])
+    conn.send(service.port)
+    conn.recv()
+    service.stop(1)
+
+
+def _child_main(kind: str, env: Mapping[str, str], conn: Connection) -> None:
+    cpus.pin(cpus.SERVER_CPU)
+    os.environ.update(env)
+    try:
+        if kind == "sync-bare":
+            _serve_sync(conn, gate=False)
+        elif kind == "sync-gate":
+            _serve_sync(conn, gate=True)
+        elif kind == "aio-bare":
+            _serve_aio(conn)
+        elif kind == "service":
+            _serve_service(conn, env)
+        else:
+            raise ValueError(f"unknown server kind {kind!r}")
+    except BaseException as exc:
+        conn.send(exc)
+        raise
+
+
+class ServerProcess:
+    """A server under test in a child process. Use as a context manager; `.target` to call it."""
+
+    def __init__(self, kind: str, env: Mapping[str, str] | None = None) -> None:
+        self.kind = kind
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_child_main, args=(kind, dict(env or {}), child), daemon=True)
+        self._proc.start()
+        child.close()
+        if not self._conn.poll(_READY_TIMEOUT_S):
+            self._proc.terminate()
+            raise RuntimeError(f"{kind} server did not start within {_READY_TIMEOUT_S} s")
+        answer = self._conn.recv()
+        if isinstance(answer, BaseException):
+            self._proc.join(5)
+            raise RuntimeError(f"{kind} server failed to start: {answer!r}")
+        self.port: int = answer
+        self.target = f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def stop(self) -> None:
+        if self._proc.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conn.send("stop")
+            self._proc.join(15)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(5)
+        self._conn.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,180 @@
+"""Figures of the real Service next to the empty RPC on the same server, same gate, same run.
+
+hits       GetCreditCost / CheckPermission / GetUserProfile (warmed) at 1 and 16 in flight
+logged     the empty RPC with HYBRIDCACHE_LOG_RPCS on (the cost of one log line per RPC)
+wrapper    with the Wrapper at 5 ms: a hit vs a direct Wrapper call; 16 concurrent misses
+           (every call a user profile never read before) vs the Wrapper's own latency
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from hybridcache.server.bench.floor import http_get_summary
+from hybridcache.server.bench.loadgen import Call
+from hybridcache.server.bench.servers import EMPTY_METHOD
+from hybridcache.server.bench.stack import (
+    TENANTS,
+    call_each,
+    operation_codes,
+    service_env,
+    set_wrapper_latency,
+    start_service,
+)
+from hybridcache.server.bench.stats import Summary, median_of, ratio
+from hybridcache.server.bench.suite import Bench, Figure, Group, Load
+from hybridcache.server.redis_process import RedisProcess
+from hybridcache.v1 import hybridcache_pb2 as pb
+
+SERVICE = "/hybridcache.v1.HybridCache/"
+WRAPPER_LATENCY_MS = 5
+HIT_USERS = 2_000  # profiles warmed before the hit figures (per tenant: 400)
+
+
+def hit_requests() -> dict[str, tuple[str, tuple[bytes, ...]]]:
+    codes = operation_codes()
+    credit = [pb.GetCreditCostRequest(tenant_id=t, operation_code=c) for c in codes for t in TENANTS]
+    permission = [
+        pb.CheckPermissionRequest(tenant_id=t, user_id=f"user-{u}", permission=codes[u % len(codes)])
+        for u in range(1, 2001)
+        for t in TENANTS
+    ]
+    profile = [
+        pb.GetUserProfileRequest(tenant_id=TENANTS[u % len(TENANTS)], user_id=f"user-{u}")
+        for u in range(1, HIT_USERS + 1)
+    ]
+    return {
+        "GetCreditCost": (SERVICE + "GetCreditCost", tuple(m.SerializeToString() for m in credit)),
+        "CheckPermission": (SERVICE + "CheckPermission", tuple(m.SerializeToString() for m in permission)),
+        "GetUserProfile": (SERVICE + "GetUserProfile", tuple(m.SerializeToString() for m in profile)),
+    }
+
+
+def service_group(bench: Bench, redis: RedisProcess, wrapper: Any) -> Group:
+    group = Group("service")
+    requests = hit_requests()
+    set_wrapper_latency(wrapper, 0)
+    with start_service(service_env(redis, wrapper)) as server:
+        failed = call_each(server.target, *requests["GetUserProfile"])
+        group.values["profile_warmup_failures"] = failed
+        loads = {}
+        for n in (1, 16):
+            loads[f"service.empty.x{n}"] = Load(Call(server.target, EMPTY_METHOD), n, server.pid)
+            for name, (method, reqs) in requests.items():
+                loads[f"{name}.hit.x{n}"] = Load(Call(server.target, method, reqs), n, server.pid)
+        for figure in bench.compare(loads).values():
+            group.add(figure)
+        _hit_targets(group)
+        _wrapper_figures(bench, group, server, wrapper, requests)
+    with start_service(service_env(redis, wrapper, log_rpcs="true")) as logged:
+        logged_figures = bench.compare(
+            {"service.empty.logged.x1": Load(Call(logged.target, EMPTY_METHOD), 1, logged.pid)}
+        )
+        group.add(logged_figures["service.empty.logged.x1"])
+    return group
+
+
+def _hit_targets(group: Group) -> None:
+    f = group.figures
+    for n in (1, 16):
+        empty = f[f"service.empty.x{n}"].summary
+        for name in ("GetCreditCost", "CheckPermission", "GetUserProfile"):
+            hit = f[f"{name}.hit.x{n}"].summary
+            p50, p99 = ratio(hit.p50_us, empty.p50_us), ratio(hit.p99_us, empty.p99_us)
+            group.target(
+                f"{name} hit x{n} vs empty RPC",
+                "p50 ≤ 1.10×, p99 ≤ 1.25×",
+                f"p50 {p50}× ({hit.p50_us} vs {empty.p50_us} µs), "
+                f"p99 {p99}× ({hit.p99_us} vs {empty.p99_us} µs)",
+                p50 <= 1.10 and p99 <= 1.25,
+            )
+    empty16 = f["service.empty.x16"].summary.throughput_per_s
+    for name in ("GetCreditCost", "CheckPermission", "GetUserProfile"):
+        hits = f[f"{name}.hit.x16"].summary.throughput_per_s
+        group.target(
+            f"{name} saturated hit throughput vs empty RPC",
+            "≥ 0.90×",
+            f"{ratio(hits, empty16)}× ({hits:,.0f} vs {empty16:,.0f} /s, 16 in flight)",
+            ratio(hits, empty16) >= 0.90,
+        )
+    best = max(f[f"{name}.hit.x16"].summary.throughput_per_s for name in ("GetCreditCost", "CheckPermission"))
+    group.target(
+        "cache hits per second per server core",
+        "≥ 10,000 /s",
+        f"{best:,.0f} /s (replicated-kind hits, 16 in flight, server pinned to one core)",
+        best >= 10_000,
+    )
+
+
+def _wrapper_figures(
+    bench: Bench, group: Group, server: Any, wrapper: Any, requests: dict[str, tuple[str, tuple[bytes, ...]]]
+) -> None:
+    """Wrapper at 5 ms: hits are unaffected; misses cost one Wrapper call each."""
+    set_wrapper_latency(wrapper, WRAPPER_LATENCY_MS)
+    try:
+        direct_runs: list[Summary] = []
+        with httpx.Client(base_url=wrapper.url, headers=wrapper.headers) as http:
+            for _ in range(bench.plan.runs):
+                direct_runs.append(
+                    http_get_summary(
+                        http, f"/api/tenants/{TENANTS[0]}/users/user-1/profile", count=_direct_count(bench)
+                    )
+                )
+        direct = group.add(
+            Figure("wrapper5ms.direct-get.x1", median_of(direct_runs), direct_runs, {"in_flight": 1})
+        )
+        hit = bench.compare(
+            {
+                "GetCreditCost.hit.wrapper5ms.x1": Load(
+                    Call(server.target, *requests["GetCreditCost"]), 1, server.pid
+                )
+            }
+        )["GetCreditCost.hit.wrapper5ms.x1"]
+        group.add(hit)
+        r = ratio(hit.summary.p50_us, direct.summary.p50_us)
+        group.target(
+            "hit p50 vs a direct Wrapper call (Wrapper at 5 ms)",
+            "≤ 0.1×",
+            f"{r}× ({hit.summary.p50_us} vs {direct.summary.p50_us} µs)",
+            r <= 0.1,
+        )
+        misses = _miss_runs(bench, server)
+        figure = group.add(
+            Figure("GetUserProfile.miss.wrapper5ms.x16", median_of(misses), misses, {"in_flight": 16})
+        )
+        r = ratio(figure.summary.p50_us, direct.summary.p50_us)
+        group.target(
+            "16 concurrent misses p50 vs the Wrapper's latency (5 ms)",
+            "≤ 1.5×",
+            f"{r}× ({figure.summary.p50_us} vs {direct.summary.p50_us} µs direct)",
+            r <= 1.5,
+        )
+    finally:
+        set_wrapper_latency(wrapper, 0)
+
+
+def _direct_count(bench: Bench) -> int:
+    return 200 if bench.plan.quick else 2_000
+
+
+def _miss_runs(bench: Bench, server: Any) -> list[Summary]:
+    """Each run reads profiles no run read before (users above HIT_USERS, disjoint per run)."""
+    pool = [
+        pb.GetUserProfileRequest(tenant_id=t, user_id=f"user-{u}").SerializeToString()
+        for u in range(HIT_USERS + 1, 10_001)
+        for t in TENANTS
+    ]
+    per_run = len(pool) // bench.plan.runs
+    out = []
+    for run in range(bench.plan.runs):
+        chunk = tuple(pool[run * per_run : (run + 1) * per_run])
+        result = bench.pool.run(
+            Call(server.target, SERVICE + "GetUserProfile", chunk),
+            in_flight=16,
+            warmup_s=0.0,
+            duration_s=bench.plan.max_s,
+            max_calls=min(bench.plan.max_calls, per_run * 9 // 10),
+        )
+        out.append(result.summary)
+    return out

@@ -1,0 +1,62 @@
+"""The benchmark harness's statistics: nearest-rank percentiles, summaries, median of runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hybridcache.server.bench.stats import Summary, median_of, percentile, ratio, summarize
+
+
+def test_percentile_nearest_rank() -> None:
+    values = list(range(1, 101))  # 1..100
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile(values, 0.5) == 1
+
+
+def test_percentile_is_always_a_sample() -> None:
+    values = [10, 20]
+    assert percentile(values, 50) == 10
+    assert percentile(values, 51) == 20
+
+
+@pytest.mark.parametrize("q", [0, -1, 100.5])
+def test_percentile_rejects_out_of_range(q: float) -> None:
+    with pytest.raises(ValueError, match="percentile"):
+        percentile([1], q)
+
+
+def test_percentile_rejects_no_samples() -> None:
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+
+
+def test_summarize_converts_ns_to_us_and_counts_throughput() -> None:
+    latencies = [1000 * i for i in range(1, 1001)]  # 1..1000 µs, unsorted order must not matter
+    latencies.reverse()
+    summary = summarize(latencies, seconds=2.0, errors=3)
+    assert summary.samples == 1000
+    assert summary.p50_us == 500.0
+    assert summary.p99_us == 990.0
+    assert summary.max_us == 1000.0
+    assert summary.throughput_per_s == 500.0
+    assert summary.errors == 3
+
+
+def test_median_of_runs_is_per_field() -> None:
+    runs = [
+        Summary(samples=10, p50_us=1.0, p99_us=9.0, max_us=20.0, throughput_per_s=100.0),
+        Summary(samples=30, p50_us=3.0, p99_us=5.0, max_us=10.0, throughput_per_s=300.0),
+        Summary(samples=20, p50_us=2.0, p99_us=7.0, max_us=30.0, throughput_per_s=200.0, errors=1),
+    ]
+    middle = median_of(runs)
+    assert middle == Summary(samples=20, p50_us=2.0, p99_us=7.0, max_us=20.0, throughput_per_s=200.0)
+    assert isinstance(middle.samples, int)
+
+
+def test_ratio() -> None:
+    assert ratio(3, 2) == 1.5
+    assert ratio(1, 3) == 0.33
+    assert math.isinf(ratio(1, 0))
