@@ -1,0 +1,260 @@
+"""Apply decoded change notifications to the cache, exactly once in effect.
+
+Runs on the Redis reader's thread and does only fast, local work there (dict operations
+and the cache's in-memory apply); anything that calls the Wrapper goes to the
+`RepairWorker`. Per event:
+
+* a recent `(tenantId, eventId)` seen before -> counted as `duplicate`, not applied
+  (bounded memory: the last `dedupe_capacity` ids, oldest forgotten first);
+* a carried new value -> `cache.apply`, which orders by version (an older version is
+  counted as `old-version`) and compares the event's `oldValue` with the held value: on a
+  mismatch the key is refetched, because then the event does not describe a transition
+  from what we hold, and the Wrapper is the authority, not the event;
+* "changed" without a usable new value -> refetch that key;
+* user-profile-changed / org-unit-changed -> invalidate only (fetched on the next read);
+* a gap (subscribe, reconnect, trimmed stream) -> drop the on-demand entries at once (their
+  invalidations may have been missed) and ask the worker for a jittered, coalesced resync
+  of every loaded tenant.
+
+Every change made is published to `on_change` as a `ChangeNotice`. Rejections are counted
+by reason and logged at most once per interval per reason; message bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from hybridcache.server.core.kinds import Kind
+from hybridcache.server.events.decode import (
+    NO_OLD_VALUE,
+    Action,
+    DecoderConfig,
+    Event,
+    Rejection,
+    decode,
+)
+from hybridcache.server.events.ports import ChangeCache, ChangeNotice, NoticeSink, Outcome
+from hybridcache.server.events.ratelog import RateLimitedLog
+from hybridcache.server.events.repair import RefetchRequest, RepairWorker, now_ms
+from hybridcache.server.events.stats import EventStats
+
+log = logging.getLogger(__name__)
+
+REPLICA_KINDS: Final = (Kind.CREDIT_COSTS, Kind.ROLE_PERMISSIONS, Kind.USER_STATUS, Kind.FEATURE_FLAGS)
+DEFAULT_DEDUPE_CAPACITY = 100_000
+
+
+class EventIngestor:
+    def __init__(
+        self,
+        cache: ChangeCache,
+        on_change: NoticeSink,
+        *,
+        decoder: DecoderConfig | None = None,
+        stats: EventStats | None = None,
+        dedupe_capacity: int = DEFAULT_DEDUPE_CAPACITY,
+        resync_jitter_s: float = 1.0,
+        replica_kinds: Iterable[Kind] = REPLICA_KINDS,
+        on_lag: Callable[[float], None] | None = None,
+        log_interval_s: float = 60.0,
+        max_pending_refetches: int = 10_000,
+        refetch_timeout_s: float = 5.0,
+        resync_timeout_s: float = 60.0,
+        resync_retry_backoff_s: tuple[float, float] = (1.0, 30.0),
+        rng: random.Random | None = None,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self._cache = cache
+        self._on_change = on_change
+        self.decoder = decoder or DecoderConfig()
+        self.stats = stats or EventStats()
+        self._dedupe_capacity = dedupe_capacity
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._on_lag = on_lag
+        self._clock_ms = clock_ms
+        self._rejections = RateLimitedLog(
+            log, "change notification rejected: %s (%d since the last report)", interval_s=log_interval_s
+        )
+        self._gaps = RateLimitedLog(
+            log, "change notifications may have been missed (%s): resyncing (%d)", interval_s=log_interval_s
+        )
+        self._sink_errors = RateLimitedLog(log, "on_change failed: %s (%d)", interval_s=log_interval_s)
+        self.worker = RepairWorker(
+            cache,
+            self._publish,
+            self.stats,
+            replica_kinds=replica_kinds,
+            jitter_max_s=resync_jitter_s,
+            max_pending_refetches=max_pending_refetches,
+            refetch_timeout_s=refetch_timeout_s,
+            resync_timeout_s=resync_timeout_s,
+            retry_backoff_s=resync_retry_backoff_s,
+            log_interval_s=log_interval_s,
+            rng=rng,
+        )
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        return self.worker.stop(timeout)
+
+    @property
+    def resync_outstanding(self) -> bool:
+        return self.worker.resync_outstanding
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self.worker.wait_idle(timeout)
+
+    # --- the reader thread's entry points
+
+    def process(self, channel: bytes | str, data: bytes | str) -> Event | Rejection:
+        """Decode and apply one message as read from Redis."""
+        self.stats.add("received")
+        result = decode(channel, data, config=self.decoder, now_ms=self._clock_ms())
+        if isinstance(result, Rejection):
+            self.reject(result.reason)
+        else:
+            self.ingest(result)
+        return result
+
+    def reject(self, reason: str) -> None:
+        self.stats.reject(reason)
+        self._rejections.note(reason)
+
+    def on_gap(self, reason: str) -> None:
+        """Messages may have been missed (reason: a short fixed phrase, e.g. "subscribed")."""
+        self.stats.add("gaps")
+        self._gaps.note(reason)
+        try:
+            self._cache.drop_reference()
+        except Exception:
+            log.exception("dropping the on-demand entries after a gap failed")
+        self.worker.request_resync()
+
+    def ingest(self, event: Event) -> None:
+        seen_key = (event.tenant_id, event.event_id)
+        if seen_key in self._seen:
+            self.reject("duplicate")
+            return
+        self._seen[seen_key] = None
+        if len(self._seen) > self._dedupe_capacity:
+            self._seen.popitem(last=False)
+
+        if event.action is Action.INVALIDATE:
+            self._invalidate(event)
+        elif event.action is Action.REFETCH:
+            self._refetch(event)
+        else:
+            self._apply(event)
+
+    # --- the three actions
+
+    def _apply(self, event: Event) -> None:
+        try:
+            if event.old_value is NO_OLD_VALUE:
+                outcome, change = self._cache.apply(
+                    event.tenant_id, event.kind, event.key, event.value, version=event.version
+                )
+            else:
+                outcome, change = self._cache.apply(
+                    event.tenant_id,
+                    event.kind,
+                    event.key,
+                    event.value,
+                    version=event.version,
+                    expected_old=event.old_value,
+                )
+        except Exception:
+            # A bug in the core, not the event's fault: fall back to asking the Wrapper.
+            self.stats.add("apply_errors")
+            log.exception("cache.apply failed; refetching the key instead")
+            self._refetch(event)
+            return
+        if outcome == Outcome.APPLIED:
+            self.stats.add("applied")
+            if change is not None:
+                self._publish(
+                    ChangeNotice.of_change(
+                        change,
+                        event_id=event.event_id,
+                        event_type=event.event_type,
+                        event_time_ms=event.event_time_ms,
+                        changed_fields=event.changed_fields,
+                    )
+                )
+            self._observe_lag(event)
+        elif outcome == Outcome.OLD_VERSION:
+            self.reject("old-version")
+        elif outcome == Outcome.OLD_VALUE_MISMATCH:
+            self.stats.add("mismatches")
+            self._refetch(event)
+        elif outcome == Outcome.NOT_LOADED:
+            self.stats.add("not_loaded")  # not a tenant this instance holds
+        else:  # INVALIDATED: the core dropped the key rather than store the value
+            self.stats.add("invalidated")
+            if change is not None:
+                self._publish(
+                    ChangeNotice.of_change(
+                        change,
+                        event_id=event.event_id,
+                        event_type=event.event_type,
+                        event_time_ms=event.event_time_ms,
+                        changed_fields=event.changed_fields,
+                    )
+                )
+
+    def _refetch(self, event: Event) -> None:
+        self.worker.request_refetch(
+            RefetchRequest(
+                tenant_id=event.tenant_id,
+                kind=event.kind,
+                key=event.key,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                changed_fields=event.changed_fields,
+                event_time_ms=event.event_time_ms,
+            )
+        )
+
+    def _invalidate(self, event: Event) -> None:
+        try:
+            self._cache.invalidate(event.tenant_id, event.kind, event.key)
+        except Exception:
+            self.stats.add("apply_errors")
+            log.exception("cache.invalidate failed")
+            return
+        self.stats.add("invalidated")
+        self._publish(
+            ChangeNotice(
+                tenant_id=event.tenant_id,
+                kind=event.kind,
+                keys=(event.key,),
+                changed_fields=event.changed_fields,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                event_time_ms=event.event_time_ms,
+            )
+        )
+        self._observe_lag(event)
+
+    # --- helpers
+
+    def _observe_lag(self, event: Event) -> None:
+        if event.published_at_ms is None:
+            return
+        lag_s = max(0.0, (self._clock_ms() - event.published_at_ms) / 1000.0)
+        self.stats.observe_lag(lag_s)
+        if self._on_lag is not None:
+            self._on_lag(lag_s)
+
+    def _publish(self, notice: ChangeNotice) -> None:
+        try:
+            self._on_change(notice)
+        except Exception as exc:
+            self.stats.add("sink_errors")
+            self._sink_errors.note(type(exc).__name__)

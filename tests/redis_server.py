@@ -1,0 +1,231 @@
+"""A real redis-server for tests, on a free loopback port, that a test may stop, kill and restart.
+
+    with RedisServer() as server:          # started; stopped and cleaned up on exit
+        client = server.client()           # short timeouts; close it (or use `with`)
+        server.kill()                      # SIGKILL: the abrupt death fault tests want
+        server.restart()                   # same port (and unix socket), empty data
+        ...
+
+Readiness is awaited by polling PING against a deadline, never by a fixed sleep; a server
+that exits at start raises at once with the tail of its log. Nothing is persisted (no RDB,
+no AOF), so a restart starts empty. The binary is `redis-server` on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+
+_START_ATTEMPTS = 3  # a free port can be taken between choosing it and binding it
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("redis-server is not on PATH")
+    return found
+
+
+class RedisServer:
+    def __init__(
+        self,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        *,
+        unix_socket: bool = False,
+        ready_timeout_s: float = 10.0,
+        binary: str | None = None,
+    ) -> None:
+        self._fixed_port = port is not None
+        self.port: int = port if port is not None else free_port()
+        self.extra_args = tuple(extra_args)
+        self.ready_timeout_s = ready_timeout_s
+        self.binary = binary or redis_server_binary()
+        self._dir = tempfile.TemporaryDirectory(prefix="hc-redis-")
+        self.unix_path: str | None = str(Path(self._dir.name) / "redis.sock") if unix_socket else None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # --- addresses
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        if self.unix_path is None:
+            raise RuntimeError("started without unix_socket=True")
+        return f"unix://{self.unix_path}?db=0"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self._dir.name) / "redis.log"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A plain client with short timeouts (override any with kwargs). Close it after use."""
+        options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0}
+        options.update(kwargs)
+        return redis.Redis(host=self.host, port=self.port, **options)
+
+    # --- lifecycle
+
+    def start(self) -> Self:
+        if self.running:
+            raise RuntimeError(f"redis-server on port {self.port} is already running")
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                self._spawn()
+                self._wait_ready()
+                return self
+            except _PortInUseError:
+                self._reap()
+                if self._fixed_port or attempt == _START_ATTEMPTS - 1:
+                    raise RuntimeError(f"port {self.port} is in use") from None
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Graceful: SIGTERM (the server exits without saving: persistence is off); SIGKILL
+        if it is still there after `timeout_s`."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout_s)
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL and wait for the process to be gone (no goodbye to clients: sockets reset)."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(5.0)
+        self._reap()
+
+    def restart(self) -> Self:
+        """Stop if running, then start on the same port (and unix socket)."""
+        self.stop()
+        self._fixed_port = True  # clients hold this port: never move
+        return self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- internals
+
+    def _spawn(self) -> None:
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir.name,
+            "--logfile", str(self.log_path),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.unix_path is not None:
+            args += ["--unixsocket", self.unix_path, "--unixsocketperm", "700"]
+        args += list(self.extra_args)
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        probe = redis.Redis(
+            host=self.host, port=self.port, socket_connect_timeout=0.25, socket_timeout=0.5, retry=None
+        )
+        try:
+            while True:
+                process = self._process
+                assert process is not None
+                if process.poll() is not None:
+                    tail = self.log_tail()
+                    if "Address already in use" in tail:
+                        raise _PortInUseError
+                    raise RuntimeError(f"redis-server exited at start (code {process.returncode}): {tail}")
+                try:
+                    if probe.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass
+                except redis.ResponseError as exc:  # e.g. LOADING: not ready yet
+                    if "LOADING" not in str(exc):
+                        raise
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(
+                        f"redis-server on port {self.port} not ready in {self.ready_timeout_s} s"
+                    )
+                time.sleep(0.005)  # the poll period of a condition with a deadline
+        finally:
+            probe.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait(5.0)
+        self._process = None
+        if self.unix_path is not None and os.path.exists(self.unix_path):
+            os.unlink(self.unix_path)
+
+
+class _PortInUseError(Exception):
+    pass

@@ -1,0 +1,188 @@
+"""Gap handling on the repair worker: jitter, coalescing, retries, and never blocking the reader."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hybridcache.server.core.errors import NotFound, WrapperUnavailable
+from hybridcache.server.core.kinds import Kind
+from hybridcache.server.events.ingest import EventIngestor
+from hybridcache.server.events.repair import RefetchRequest
+
+from .fakes import FakeCache, NoticeLog, wait_until
+
+
+class FixedRandom(random.Random):
+    """uniform(a, b) -> a + fraction * (b - a): a known jitter."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + self.fraction * (b - a)
+
+
+@pytest.fixture
+def cache() -> FakeCache:
+    return FakeCache(tenants=["acme", "globex"])
+
+
+@pytest.fixture
+def make(cache: FakeCache) -> Iterator[Any]:
+    made: list[EventIngestor] = []
+
+    def factory(**kwargs: Any) -> EventIngestor:
+        ingestor = EventIngestor(cache, NoticeLog(), **kwargs)
+        ingestor.start()
+        made.append(ingestor)
+        return ingestor
+
+    yield factory
+    for ingestor in made:
+        assert ingestor.stop(5), "worker did not stop"
+
+
+@pytest.mark.timeout(20)
+def test_the_resync_waits_for_its_jitter(cache: FakeCache, make: Any) -> None:
+    ingestor = make(resync_jitter_s=0.4, rng=FixedRandom(0.5))  # 0.2 s
+    start = time.monotonic()
+    ingestor.on_gap("subscribed")
+    cache.wait_for(lambda: cache.count("resync_tenant") == 2, 5, "the resync of both tenants")
+    elapsed = time.monotonic() - start
+    assert elapsed >= 0.2, f"resync started after {elapsed:.3f} s, before its 0.2 s jitter"
+
+
+@pytest.mark.timeout(20)
+def test_many_gaps_while_one_resync_is_pending_make_one_resync(cache: FakeCache, make: Any) -> None:
+    ingestor = make(resync_jitter_s=0.3, rng=FixedRandom(1.0))
+    for _ in range(50):
+        ingestor.on_gap("subscribed")
+    assert ingestor.wait_idle(5)
+    assert cache.count("resync_tenant", "acme") == 1
+    assert cache.count("resync_tenant", "globex") == 1
+    assert cache.count("drop_reference") == 50  # cheap and local: done for every gap
+    stats = ingestor.stats.snapshot()
+    assert (stats.gaps, stats.resyncs) == (50, 1)
+
+
+@pytest.mark.timeout(20)
+def test_a_gap_during_a_running_resync_makes_exactly_one_more(cache: FakeCache, make: Any) -> None:
+    gate = threading.Event()
+    cache.resync_gate = gate
+    ingestor = make(resync_jitter_s=0.0)
+    ingestor.on_gap("subscribed")
+    assert cache.resync_started.wait(5), "the first resync never started"
+    for _ in range(10):  # the running resync may have read its snapshot before these gaps
+        ingestor.on_gap("subscribed")
+    gate.set()
+    assert ingestor.wait_idle(5)
+    assert cache.count("resync_tenant", "acme") == 2
+    assert ingestor.stats.snapshot().resyncs == 2
+
+
+@pytest.mark.timeout(20)
+def test_a_gap_never_blocks_the_reader(cache: FakeCache, make: Any) -> None:
+    gate = threading.Event()
+    cache.resync_gate = gate
+    ingestor = make(resync_jitter_s=0.0)
+    ingestor.on_gap("subscribed")
+    assert cache.resync_started.wait(5)
+    start = time.monotonic()
+    for i in range(100):  # the reader keeps handling gaps and messages while the resync hangs
+        ingestor.on_gap("subscribed")
+        ingestor.process("crm:acme:org-unit-changed", _org_event(f"e-{i}"))
+    elapsed = time.monotonic() - start
+    gate.set()
+    assert elapsed < 0.5, f"the reader was held up {elapsed:.3f} s by a running resync"
+    assert cache.count("invalidate") == 100
+
+
+@pytest.mark.timeout(20)
+def test_stop_interrupts_the_jitter_wait(cache: FakeCache, make: Any) -> None:
+    ingestor = make(resync_jitter_s=60.0, rng=FixedRandom(1.0))
+    ingestor.on_gap("subscribed")
+    start = time.monotonic()
+    assert ingestor.stop(5)
+    assert time.monotonic() - start < 1.0
+    assert cache.count("resync_tenant") == 0
+
+
+@pytest.mark.timeout(20)
+def test_freshness_flag_is_outstanding_from_gap_to_resync_end(cache: FakeCache, make: Any) -> None:
+    gate = threading.Event()
+    cache.resync_gate = gate
+    ingestor = make(resync_jitter_s=0.0)
+    assert not ingestor.resync_outstanding
+    ingestor.on_gap("subscribed")
+    assert ingestor.resync_outstanding  # pending
+    assert cache.resync_started.wait(5)
+    assert ingestor.resync_outstanding  # running
+    gate.set()
+    assert ingestor.wait_idle(5)
+    assert not ingestor.resync_outstanding
+
+
+@pytest.mark.timeout(20)
+def test_failed_tenants_are_retried_with_backoff_and_stay_outstanding(cache: FakeCache, make: Any) -> None:
+    cache.resync_errors["globex"] = [WrapperUnavailable("down"), WrapperUnavailable("down")]
+    ingestor = make(resync_jitter_s=0.0, rng=FixedRandom(1.0), resync_retry_backoff_s=(0.05, 0.1))
+    ingestor.on_gap("subscribed")
+    cache.wait_for(lambda: cache.count("resync_tenant", "globex") == 3, 5, "two retries of globex")
+    assert ingestor.wait_idle(5)
+    assert cache.count("resync_tenant", "acme") == 1  # only the failed tenant is retried
+    assert ingestor.stats.snapshot().resync_failures == 2
+    assert not ingestor.resync_outstanding
+
+
+@pytest.mark.timeout(20)
+def test_a_vanished_tenant_is_not_retried(cache: FakeCache, make: Any) -> None:
+    cache.resync_errors["globex"] = [NotFound("tenant")]
+    ingestor = make(resync_jitter_s=0.0)
+    ingestor.on_gap("subscribed")
+    assert ingestor.wait_idle(5)
+    assert cache.count("resync_tenant", "globex") == 1
+    assert not ingestor.resync_outstanding
+
+
+@pytest.mark.timeout(20)
+def test_refetches_coalesce_and_overflow_becomes_a_resync(cache: FakeCache, make: Any) -> None:
+    gate = threading.Event()
+    cache.resync_gate = gate
+    ingestor = make(resync_jitter_s=0.0, max_pending_refetches=3)
+    ingestor.on_gap("subscribed")  # occupy the worker
+    assert cache.resync_started.wait(5)
+    worker = ingestor.worker
+    for key in ("a", "b", "a", "c", "b"):
+        worker.request_refetch(RefetchRequest("acme", Kind.CREDIT_COSTS, key, "e", "t", (), 0))
+    assert worker.pending_refetches() == 3  # a, b, c: duplicates coalesced
+    worker.request_refetch(RefetchRequest("acme", Kind.CREDIT_COSTS, "d", "e", "t", (), 0))
+    assert worker.pending_refetches() == 3  # bounded: d became a resync request instead
+    gate.set()
+    assert ingestor.wait_idle(5)
+    assert cache.count("resync_tenant", "acme") == 2
+    assert cache.count("refetch") == 3
+
+
+@pytest.mark.timeout(20)
+def test_stats_are_consistent_under_two_writer_threads(cache: FakeCache, make: Any) -> None:
+    ingestor = make(resync_jitter_s=0.0)
+    for i in range(2000):
+        ingestor.process("crm:acme:org-unit-changed", _org_event(f"e-{i}"))
+        if i % 100 == 0:
+            ingestor.on_gap("subscribed")
+    assert ingestor.wait_idle(10)
+    wait_until(lambda: not ingestor.resync_outstanding, 5, "resyncs done")
+    assert ingestor.stats.snapshot().invalidated == 2000
+
+
+def _org_event(event_id: str) -> str:
+    return (
+        f'{{"eventId":"{event_id}","eventType":"org-unit-changed","tenantId":"acme",'
+        '"data":{"orgUnitId":"ou-1","changedFields":["name"]}}'
+    )
