@@ -51,6 +51,7 @@ class RedisServer:
         extra_args: Sequence[str] = (),
         *,
         unix_socket: bool = False,
+        config_text: str | None = None,
         ready_timeout_s: float = 10.0,
         binary: str | None = None,
     ) -> None:
@@ -61,6 +62,11 @@ class RedisServer:
         self.binary = binary or redis_server_binary()
         self._dir = tempfile.TemporaryDirectory(prefix="hc-redis-")
         self.unix_path: str | None = str(Path(self._dir.name) / "redis.sock") if unix_socket else None
+        # A config file (first argument), e.g. for a sentinel (with extra_args=("--sentinel",)).
+        self.config_path: Path | None = None
+        if config_text is not None:
+            self.config_path = Path(self._dir.name) / "redis.conf"
+            self.config_path.write_text(config_text)
         self._process: subprocess.Popen[bytes] | None = None
 
     # --- addresses
@@ -162,8 +168,8 @@ class RedisServer:
     # --- internals
 
     def _spawn(self) -> None:
-        args = [
-            self.binary,
+        args = [self.binary] + ([str(self.config_path)] if self.config_path is not None else [])
+        args += [
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",

@@ -182,6 +182,28 @@ def test_unix_socket_url(feeds: list[Feed]) -> None:
         feeds.remove(feed)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["pubsub", "stream"])
+def test_sentinel_url(server: RedisServer, publisher: redis.Redis, feeds: list[Feed], mode: str) -> None:
+    conf = f"sentinel monitor main 127.0.0.1 {server.port} 1\n"
+    with RedisServer(config_text=conf, extra_args=("--sentinel",)) as sentinel:
+        feed = Feed(f"redis+sentinel://127.0.0.1:{sentinel.port}/main", mode=mode)
+        feeds.append(feed)
+        feed.wait_live()
+        body = credit_body("e-1", "op.a", 1)
+        if mode == "pubsub":
+            publisher.publish("crm:acme:credit-config-changed", body)
+        else:
+            publisher.xadd(STREAM, {"channel": "crm:acme:credit-config-changed", "message": body})
+        feed.cache.wait_for(lambda: feed.cache.count("apply") == 1, 2, "an event via the sentinel's master")
+        server.kill()  # the master dies and comes back: one more gap for pub/sub
+        server.restart()
+        feed.wait_live(10)
+        assert feed.resyncs() == 2
+        feed.close()
+        feeds.remove(feed)
+
+
 @pytest.mark.timeout(30)
 def test_signed_events_through_redis(server: RedisServer, publisher: redis.Redis, feeds: list[Feed]) -> None:
     key = b"test-signing-key"

@@ -12,10 +12,10 @@ their string values, so `ApplyOutcome.APPLIED == Outcome.APPLIED`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import Value
@@ -77,7 +77,7 @@ class ChangeCache(Protocol):
         """Drop every on-demand (reference) entry: invalidations for them may have been missed."""
         ...
 
-    def resync_tenant(self, tenant_id: str, deadline: float | None = None) -> list[AppliedChange]:
+    def resync_tenant(self, tenant_id: str, deadline: float | None = None) -> Sequence[AppliedChange]:
         """Reload a tenant's replica from the Wrapper; returns the changes it made."""
         ...
 
@@ -139,3 +139,10 @@ class ChangeNotice:
 NoticeSink = Callable[[ChangeNotice], None]
 """Receives every change the pipeline applied. Called from the reader or the repair thread;
 it must be quick and must not raise (exceptions are logged and counted, not propagated)."""
+
+
+if TYPE_CHECKING:  # mypy proves the real core satisfies the port (no import at run time)
+    from hybridcache.server.core import HybridCache
+
+    def _core_is_a_change_cache(cache: HybridCache) -> ChangeCache:
+        return cache
