@@ -631,7 +631,7 @@ def test_redis_server_helper_kill_restart_same_port() -> None:
             client.set("k", "v")
         server.kill()
         assert not server.running
-        with server.client(socket_connect_timeout=0.2) as client, pytest.raises(redis.ConnectionError):
+        with server.client(retry=None) as client, pytest.raises(redis.ConnectionError):
             client.ping()
         server.restart()
         assert server.port == port

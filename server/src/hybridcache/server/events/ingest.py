@@ -250,7 +250,10 @@ class EventIngestor:
         lag_s = max(0.0, (self._clock_ms() - event.published_at_ms) / 1000.0)
         self.stats.observe_lag(lag_s)
         if self._on_lag is not None:
-            self._on_lag(lag_s)
+            try:
+                self._on_lag(lag_s)
+            except Exception as exc:  # a metrics hook must not cost an event
+                self._sink_errors.note(f"on_lag: {type(exc).__name__}")
 
     def _publish(self, notice: ChangeNotice) -> None:
         try:
