@@ -39,6 +39,9 @@ class Call:
     requests: tuple[bytes, ...] = (b"",)
     metadata: tuple[tuple[str, str], ...] = ()
     timeout_s: float = 5.0
+    # A mixed workload: request i goes to `methods[method_of[i]]` (then `method` is unused).
+    methods: tuple[str, ...] = ()
+    method_of: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class LoadResult:
     errors_seen: list[str] = field(default_factory=list)
 
 
-def _caller(job: _Job, stub: Any, index: int, out: list[_Result]) -> None:
+def _caller(job: _Job, stubs: list[Any], index: int, out: list[_Result]) -> None:
     import grpc  # noqa: PLC0415 (imported in the spawned child only)
 
     call = job.call
@@ -88,12 +91,13 @@ def _caller(job: _Job, stub: Any, index: int, out: list[_Result]) -> None:
     last = measure_from
     metadata = call.metadata or None
     clock = time.monotonic_ns
+    method_of = call.method_of or bytes(n)
     while len(latencies) < job.max_calls:
         started = clock()
         if started >= end:
             break
         try:
-            stub(requests[i % n], timeout=call.timeout_s, metadata=metadata)
+            stubs[method_of[i % n]](requests[i % n], timeout=call.timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
             if started >= measure_from:
                 errors += 1
@@ -121,11 +125,11 @@ def _worker_main(conn: Connection) -> None:
         if channel is None:
             channel = channels[job.call.target] = grpc.insecure_channel(job.call.target)
             grpc.channel_ready_future(channel).result(timeout=10)
-        stub = channel.unary_unary(job.call.method)
+        stubs = [channel.unary_unary(m) for m in (job.call.methods or (job.call.method,))]
         results: list[_Result] = [_Result() for _ in range(job.threads)]
         cpu_before = time.process_time()
         threads = [
-            threading.Thread(target=_caller, args=(job, stub, t, results), daemon=True)
+            threading.Thread(target=_caller, args=(job, stubs, t, results), daemon=True)
             for t in range(job.threads)
         ]
         for thread in threads:
@@ -200,7 +204,7 @@ class LoadPool:
         wall = warmup_s + measured
         errors = sum(r.errors for r in results)
         if not latencies:
-            raise RuntimeError(f"no call succeeded: {next((r.error_text for r in results), '')}")
+            raise RuntimeError(f"no call succeeded: {[r.error_text for r in results if r.error_text][:3]}")
         return LoadResult(
             summary=summarize(latencies, seconds=measured, errors=errors),
             client_cpu=round(sum(r.cpu_s for r in results) / (wall * used), 2),

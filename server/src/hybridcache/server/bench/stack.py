@@ -38,6 +38,7 @@ def service_env(redis: RedisProcess, wrapper: Any, **overrides: str) -> dict[str
         "HYBRIDCACHE_LOG_FORMAT": "json",
         "HYBRIDCACHE_RESYNC_JITTER_S": "0",
         "HYBRIDCACHE_REFRESH_INTERVAL_S": "0",
+        "HYBRIDCACHE_WATCH_HEARTBEAT_S": "0.5",  # the near-cache goes live on the first message
     }
     env.update({f"HYBRIDCACHE_{k.upper()}": v for k, v in overrides.items()})
     return env
