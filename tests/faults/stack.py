@@ -1,0 +1,290 @@
+"""The whole system under test, real parts only: a private redis-server, the development
+Wrapper (a subprocess over SQLite, publishing on that Redis), fault proxies, and the server
+(in this process, `create_service`, or as a `hybridcache serve` subprocess).
+
+    Wrapper ──publish──► Redis ◄──(FaultProxy)── server ──(FaultProxy)──► Wrapper /api
+
+The Wrapper publishes straight to Redis; the proxies sit only on the server's own paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hybridcache.server.app import Service, create_service
+from hybridcache.server.devwrapper import DevWrapperProcess, launch
+from hybridcache.server.readiness import wait_serving
+from hybridcache.server.redis_process import RedisProcess, free_port
+
+from tests.conftest import WRAPPER_TOKEN, service_settings
+from tests.faults.history import Request, canonical, flag_value, status_value
+from tests.faults.proxy import FaultProxy
+
+TENANTS = ("acme", "globex")
+
+
+class WrapperAdmin:
+    """The development Wrapper's admin and API endpoints, called directly (never proxied)."""
+
+    def __init__(self, url: str, token: str = WRAPPER_TOKEN) -> None:
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _ok(self, response: httpx.Response) -> dict[str, Any]:
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    # --- writes (each commits, then publishes its notification)
+
+    def put_cost(self, tenant: str, code: str, cost: str, *, publish: bool = True) -> dict[str, Any]:
+        return self._ok(
+            self.http.put(
+                f"/admin/tenants/{tenant}/credit-costs/{code}",
+                json={"cost": cost},
+                params={"publish": str(publish).lower()},
+            )
+        )
+
+    def put_flag(self, tenant: str, key: str, enabled: bool, value: str) -> dict[str, Any]:
+        return self._ok(
+            self.http.put(
+                f"/admin/tenants/{tenant}/feature-flags/{key}", json={"enabled": enabled, "value": value}
+            )
+        )
+
+    def put_user_status(self, tenant: str, user: str, active: bool, roles: list[str]) -> dict[str, Any]:
+        return self._ok(
+            self.http.put(
+                f"/admin/tenants/{tenant}/users/{user}/status", json={"active": active, "roles": roles}
+            )
+        )
+
+    def patch_profile(self, tenant: str, user: str, **fields: str) -> dict[str, Any]:
+        return self._ok(self.http.patch(f"/admin/tenants/{tenant}/users/{user}/profile", json=fields))
+
+    def publish_raw(self, channel: str, message: str) -> bool:
+        return bool(
+            self._ok(self.http.post("/admin/publish-raw", json={"channel": channel, "message": message}))[
+                "published"
+            ]
+        )
+
+    # --- faults and counts
+
+    def set_faults(self, **body: Any) -> dict[str, Any]:
+        return self._ok(self.http.put("/admin/faults", json=body))
+
+    def clear_faults(self) -> None:
+        self._ok(self.http.delete("/admin/faults"))
+
+    def stats(self) -> dict[str, Any]:
+        return self._ok(self.http.get("/admin/stats"))
+
+    def reset_stats(self) -> None:
+        self._ok(self.http.post("/admin/stats/reset"))
+
+    # --- the truth
+
+    def item(self, path: str) -> dict[str, Any]:
+        return self._ok(self.http.get(f"/api/tenants/{path}"))
+
+    def truth(self, request: Request) -> str:
+        """The Wrapper's current value of a request's entity, normalised like the answers."""
+        t, k = request.tenant, request.key
+        if request.op == "credit-cost":
+            return canonical(self.item(f"{t}/credit-costs/{k}")["cost"])
+        if request.op == "user-status":
+            item = self.item(f"{t}/users/{k}/status")
+            return status_value(item["active"], item["roles"])
+        if request.op == "flag":
+            item = self.item(f"{t}/feature-flags/{k}")
+            return flag_value(item["enabled"], item["value"] or "")
+        if request.op == "profile":
+            return str(self.item(f"{t}/users/{k}/profile")["title"])
+        if request.op == "org-unit":
+            return str(self.item(f"{t}/org-units/{k}")["name"])
+        raise ValueError(f"no truth for {request.op}")
+
+    def truths(self, requests: list[Request]) -> dict[tuple[str, str, str], str]:
+        return {r.entity: self.truth(r) for r in requests if r.op != "permission"}
+
+
+@dataclass
+class Stack:
+    redis: RedisProcess
+    wrapper: DevWrapperProcess
+    admin: WrapperAdmin
+    redis_proxy: FaultProxy | None = None
+    wrapper_proxy: FaultProxy | None = None
+    service: Service | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        assert self.service is not None
+        return f"127.0.0.1:{self.service.port}"
+
+    @property
+    def service_redis_url(self) -> str:
+        return self.redis_proxy.url if self.redis_proxy else self.redis.url
+
+    @property
+    def service_wrapper_url(self) -> str:
+        return self.wrapper_proxy.http_url if self.wrapper_proxy else self.wrapper.url
+
+    def start_service(self, **overrides: Any) -> Service:
+        settings = service_settings(self.service_wrapper_url, self.service_redis_url, **overrides)
+        self.service = create_service(settings)
+        wait_serving(self.target, timeout=30)
+        return self.service
+
+    def server_env(self, port: int, **overrides: str) -> dict[str, str]:
+        """Environment for a `hybridcache serve` subprocess of this stack."""
+        env = {
+            "HYBRIDCACHE_HOST": "127.0.0.1",
+            "HYBRIDCACHE_PORT": str(port),
+            "HYBRIDCACHE_WRAPPER_URL": self.service_wrapper_url,
+            "HYBRIDCACHE_WRAPPER_TOKEN": WRAPPER_TOKEN,
+            "HYBRIDCACHE_REDIS_URL": self.service_redis_url,
+            "HYBRIDCACHE_INSECURE_DEV_MODE": "true",
+            "HYBRIDCACHE_TENANTS": ",".join(TENANTS),
+            "HYBRIDCACHE_RESYNC_JITTER_S": "0",
+            "HYBRIDCACHE_LOG_RPCS": "false",
+            "HYBRIDCACHE_LOG_FORMAT": "json",
+            "HYBRIDCACHE_LOG_LEVEL": "warning",
+        }
+        env.update(overrides)
+        return env
+
+    def close(self) -> None:
+        if self.service is not None:
+            self.service.stop(0)
+        for proxy in (self.redis_proxy, self.wrapper_proxy):
+            if proxy is not None:
+                proxy.stop()
+        self.admin.close()
+        self.wrapper.stop()
+        self.redis.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+@contextlib.contextmanager
+def stack(*, redis_proxy: bool = False, wrapper_proxy: bool = False) -> Iterator[Stack]:
+    """Redis + Wrapper (+ proxies); start the server with `Stack.start_service(...)`."""
+    tmp = tempfile.TemporaryDirectory(prefix="hc-faults-")
+    redis = RedisProcess().start()
+    built: Stack | None = None
+    try:
+        wrapper = launch(
+            redis.url,
+            token=WRAPPER_TOKEN,
+            db_path=str(Path(tmp.name) / "wrapper.db"),
+            publish_mode="pubsub",
+            app="crm",
+        )
+        built = Stack(redis=redis, wrapper=wrapper, admin=WrapperAdmin(wrapper.url), _tmp=tmp)
+        if redis_proxy:
+            built.redis_proxy = FaultProxy(redis.port).start()
+        if wrapper_proxy:
+            built.wrapper_proxy = FaultProxy(wrapper.port).start()
+        yield built
+    finally:
+        if built is not None:
+            built.close()
+        else:
+            redis.stop()
+            tmp.cleanup()
+
+
+class ServerProcess:
+    """`hybridcache serve` as a subprocess (SIGTERM, RSS), on a fixed port so it can restart."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.port = int(env["HYBRIDCACHE_PORT"])
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, *, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
+        exe = Path(sys.executable).parent / "hybridcache"
+        argv = (
+            [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "hybridcache.server.cli", "serve"]
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        if wait:
+            wait_serving(self.target, timeout=timeout, alive=self.running)
+        return self
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def sigterm(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def rss_bytes(self) -> int:
+        """Resident set size from /proc (no psutil here)."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+def health_status(target: str, timeout: float = 0.5) -> str:
+    """The server's overall health ("SERVING", "NOT_SERVING", or the RPC error code)."""
+    try:
+        with grpc.insecure_channel(target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+    except grpc.RpcError as exc:
+        return str(exc.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def spare_port() -> int:
+    return free_port()
+
+
+def now() -> float:
+    return time.monotonic()
