@@ -16,9 +16,10 @@ SERVICE = "hybridcache.v1.HybridCache"
 pytestmark = pytest.mark.timeout(60)
 
 
-def grpcurl(service: Service, *args: str) -> str:
+def grpcurl(service: Service, *args: str, flags: tuple[str, ...] = ()) -> str:
+    """`grpcurl [flags] ADDRESS args...` (list / describe SYMBOL / METHOD)."""
     result = subprocess.run(
-        [GRPCURL, "-plaintext", "-max-time", "10", *args[:-1], f"127.0.0.1:{service.port}", *args[-1:]],
+        [GRPCURL, "-plaintext", "-max-time", "10", *flags, f"127.0.0.1:{service.port}", *args],
         capture_output=True,
         text=True,
         timeout=20,
@@ -29,7 +30,7 @@ def grpcurl(service: Service, *args: str) -> str:
 
 
 def call(service: Service, method: str, body: dict[str, Any]) -> Any:
-    return json.loads(grpcurl(service, "-d", json.dumps(body), f"{SERVICE}/{method}"))
+    return json.loads(grpcurl(service, f"{SERVICE}/{method}", flags=("-d", json.dumps(body))))
 
 
 def test_list_shows_the_service_health_and_reflection(service: Service) -> None:
@@ -51,14 +52,14 @@ def test_describe_shows_every_rpc(service: Service) -> None:
 
 def test_each_read_rpc(service: Service) -> None:
     cost = call(service, "GetCreditCost", {"tenant_id": "acme", "operation_code": "crm.leads.create"})
-    assert cost["creditCost"]["operationCode"] == "crm.leads.create"
-    assert cost["creditCost"]["cost"]["value"]
+    assert cost["credit_cost"]["operation_code"] == "crm.leads.create"
+    assert cost["credit_cost"]["cost"]["value"]
     assert cost["provenance"]["source"] == "SOURCE_CACHE"
 
     batch = call(
         service, "BatchGetCreditCosts", {"tenant_id": "acme", "operation_codes": ["crm.leads.create", "nope"]}
     )
-    assert batch["missingOperationCodes"] == ["nope"]
+    assert batch["missing_operation_codes"] == ["nope"]
 
     decision = call(
         service, "CheckPermission", {"tenant_id": "acme", "user_id": "user-1", "permission": "crm.leads.read"}
@@ -66,17 +67,17 @@ def test_each_read_rpc(service: Service) -> None:
     assert decision["reason"].startswith("PERMISSION_REASON_")
 
     status = call(service, "GetUserStatus", {"tenant_id": "acme", "user_id": "user-1"})
-    assert status["userStatus"]["userId"] == "user-1"
+    assert status["user_status"]["user_id"] == "user-1"
 
     flag = call(service, "GetFeatureFlag", {"tenant_id": "acme", "flag_key": "crm.ai-summaries"})
-    assert flag["featureFlag"]["flagKey"] == "crm.ai-summaries"
+    assert flag["feature_flag"]["flag_key"] == "crm.ai-summaries"
 
     profile = call(service, "GetUserProfile", {"tenant_id": "acme", "user_id": "user-1"})
-    assert profile["userProfile"]["userId"] == "user-1"
+    assert profile["user_profile"]["user_id"] == "user-1"
     assert profile["provenance"]["source"] == "SOURCE_WRAPPER"
 
     unit = call(service, "GetOrgUnit", {"tenant_id": "acme", "org_unit_id": "org-sales"})
-    assert unit["orgUnit"]["orgUnitId"] == "org-sales"
+    assert unit["org_unit"]["org_unit_id"] == "org-sales"
 
     stats = call(service, "GetCacheStats", {})
     assert {k["kind"] for k in stats["kinds"]} >= {"KIND_CREDIT_COSTS", "KIND_USER_PROFILES"}

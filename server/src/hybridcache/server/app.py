@@ -1,21 +1,24 @@
 """Assembles the service from its parts and runs it: `create_service(settings) -> Service`.
 
-    settings ─► WrapperClient ─► HybridCache (core) ◄── events (Redis subscriber)
-                                     ▲                        │
+    settings ─► WrapperClient ─► HybridCache (core) ◄── ChangeFeed (Redis reader, events/)
+                                     ▲                        │ ChangeNotice
                       HybridCacheServicer (unary)      ChangeHub ─► WatchChanges streams
                                      ▲
-                 grpc.server + health + reflection  (port 0 in tests)
+       grpc.server + Gate (auth, limits, metrics, logs) + health + reflection  (port 0 in tests)
 
-Start order matters: the subscriber starts before the replica loads, so a change published
-during the load is not lost (the core keeps the newer of snapshot and event per key), and
+Start order matters: the change feed starts before any replica loads, so a change published
+during a load is not lost (the core keeps the newer of snapshot and event per key), and
 health turns SERVING only when the configured tenants' replicas are loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import random
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,9 +31,13 @@ from hybridcache.server.config import Settings
 from hybridcache.server.core import DEFAULT_POLICIES, HybridCache, KindPolicy
 from hybridcache.server.core.errors import CacheError
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.gate import CallerLimits, Gate
+from hybridcache.server.events import ChangeFeed, ChangeNotice, FeedConfig
+from hybridcache.server.gate import CallerLimits, Gate, current_caller
+from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter
 from hybridcache.server.metrics import Metrics
 from hybridcache.server.servicer import HybridCacheServicer
+from hybridcache.server.telemetry import register_collectors
+from hybridcache.server.watch import serve_watch
 from hybridcache.server.wrapper_client import WrapperClient
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
@@ -39,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HybridCache"].full_name
 _WARM_RETRY_S = (0.2, 5.0)  # backoff bounds while the Wrapper is not answering at start
+_REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas do not align
 
 
 def policies_from(settings: Settings) -> Mapping[Kind, KindPolicy]:
@@ -57,6 +65,7 @@ class Service:
         self.settings = settings
         self.stopping = threading.Event()
         self.metrics = Metrics()
+        self.synced_at: dict[str, float] = {}  # tenant -> wall time of its last snapshot load
         self.wrapper = WrapperClient(
             settings.wrapper_url,
             settings.wrapper_token.get_secret_value(),
@@ -64,6 +73,7 @@ class Service:
             retries=settings.wrapper_retries,
             max_connections=settings.wrapper_max_connections,
             on_fetch=self.metrics.observe_fetch,
+            on_snapshot=self._snapshot_loaded,
         )
         # Background refreshes (stale-while-revalidate) run here, off the RPC threads.
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hybridcache-refresh")
@@ -73,28 +83,30 @@ class Service:
             max_reference_entries=settings.max_reference_entries,
             submit=self._background.submit,
         )
+        self.hub = ChangeHub(retain=settings.watch_retain, subscriber_buffer=settings.watch_subscriber_buffer)
+        self.feed = ChangeFeed(
+            self.cache,
+            self._publish_change,
+            FeedConfig.from_settings(settings),
+            on_lag=self.metrics.event_lag_seconds.observe,
+        )
         self.auth = Authenticator(settings.callers, insecure=settings.insecure_dev_mode)
         self.health = health.HealthServicer()
-        self.servicer = HybridCacheServicer(self.cache, freshness=self.freshness)
-        gate = Gate(
-            self.auth,
-            self.metrics,
-            limits_for=self._limits_for,
-            service_prefix=(SERVICE_NAME, *(_service_of(h) for h in extra_handlers)),
-            log_rpcs=settings.log_rpcs,
+        self.stream_limiter = StreamLimiter(
+            max_streams=settings.max_streams, max_per_caller=settings.max_streams_per_caller
         )
-        self.server = grpc.server(
-            ThreadPoolExecutor(
-                max_workers=settings.rpc_workers + settings.max_streams, thread_name_prefix="hybridcache-rpc"
-            ),
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-            interceptors=[gate],
+        watch = functools.partial(
+            serve_watch,
+            hub=self.hub,
+            limiter=self.stream_limiter,
+            allowed_tenants=_allowed_tenants,
+            heartbeat_s=settings.watch_heartbeat_s,
+            stop=self.stopping,
         )
+        self.servicer = HybridCacheServicer(
+            self.cache, freshness=self.freshness, watch=watch, stats_extra=self._stats_extra
+        )
+        self.server = _grpc_server(settings, self._gate(extra_handlers))
         pb_grpc.add_HybridCacheServicer_to_server(self.servicer, self.server)
         self.server.add_generic_rpc_handlers(tuple(extra_handlers))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -107,8 +119,23 @@ class Service:
             self.server,
         )
         self.port = _bind(self.server, settings)
+        register_collectors(self)
         self._set_serving(False)
-        self._warm_thread = threading.Thread(target=self._warm_up, name="hybridcache-warm", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._warm_up, name="hybridcache-warm", daemon=True),
+            threading.Thread(target=self._refresh_periodically, name="hybridcache-refresh", daemon=True),
+        ]
+
+    # --- wiring helpers
+
+    def _gate(self, extra_handlers: Sequence[grpc.GenericRpcHandler]) -> Gate:
+        return Gate(
+            self.auth,
+            self.metrics,
+            limits_for=self._limits_for,
+            service_prefix=(SERVICE_NAME, *(_service_of(h) for h in extra_handlers)),
+            log_rpcs=self.settings.log_rpcs,
+        )
 
     def _limits_for(self, caller: Caller) -> CallerLimits:
         entry = self.auth.limits_entry(caller)
@@ -118,8 +145,36 @@ class Service:
             max_in_flight=int(entry.get("max_in_flight", self.settings.caller_max_in_flight)),
         )
 
+    def _publish_change(self, notice: ChangeNotice) -> None:
+        """Every change the feed applied (and every resync) goes to WatchChanges subscribers."""
+        self.hub.publish(
+            HubEvent(
+                tenant_id=notice.tenant_id,
+                kind=notice.kind,
+                keys=notice.keys,
+                changed_fields=notice.changed_fields,
+                event_id=notice.event_id,
+                event_type=notice.event_type,
+                event_time_ms=notice.event_time_ms,
+                resync=notice.resync,
+                version=notice.version,
+                deleted=notice.deleted,
+                value=notice.value,
+            )
+        )
+
+    def _snapshot_loaded(self, tenant_id: str) -> None:
+        self.synced_at[tenant_id] = time.time()
+
+    def _stats_extra(self, response: pb.GetCacheStatsResponse) -> None:
+        snapshot = self.feed.stats.snapshot()
+        response.events_applied = snapshot.applied + snapshot.invalidated
+        response.events_rejected = sum(snapshot.rejected.values())
+
     def freshness(self) -> str:
-        return "degraded"
+        return str(self.feed.freshness())
+
+    # --- lifecycle
 
     def start(self) -> Service:
         if self.settings.insecure_dev_mode:
@@ -127,8 +182,12 @@ class Service:
                 "INSECURE DEVELOPMENT MODE: no caller authentication, every tenant readable. "
                 "Never run this in production."
             )
+        if self.settings.metrics_port:
+            self.metrics.serve(self.settings.metrics_port, self.settings.host)
         self.server.start()
-        self._warm_thread.start()
+        self.feed.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def _set_serving(self, serving: bool) -> None:
@@ -157,16 +216,51 @@ class Service:
             self._set_serving(True)
             log.info("serving", extra={"port": self.port, "tenants": len(self.settings.tenants)})
 
+    def _refresh_periodically(self) -> None:
+        """Back up the event path: a full resync of every loaded tenant now and then."""
+        interval = self.settings.refresh_interval_s
+        if interval <= 0:
+            return
+        while not self.stopping.wait(interval * random.uniform(1 - _REFRESH_JITTER, 1 + _REFRESH_JITTER)):
+            self.feed.ingestor.worker.request_resync()
+
     def stop(self, grace_s: float | None = None) -> None:
         """Health NOT_SERVING, end streams, let in-flight unary RPCs finish within the grace period."""
         if self.stopping.is_set():
             return
-        self.stopping.set()
+        self.stopping.set()  # streams see it and end with UNAVAILABLE; clients reconnect elsewhere
         self.health.enter_graceful_shutdown()
         grace = self.settings.grace_s if grace_s is None else grace_s
         self.server.stop(grace).wait()
+        self.feed.stop()
         self._background.shutdown(wait=False, cancel_futures=True)
         self.wrapper.close()
+
+
+def _grpc_server(settings: Settings, gate: Gate) -> grpc.Server:
+    return grpc.server(
+        # Each open WatchChanges stream holds a pool thread in the sync server (DESIGN §7):
+        # the pool is the unary workers plus the stream cap.
+        ThreadPoolExecutor(
+            max_workers=settings.rpc_workers + settings.max_streams, thread_name_prefix="hybridcache-rpc"
+        ),
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+            # hybridcache-client pings every 30 s while calls are in flight; accept that
+            # rate rather than answering GOAWAY "too_many_pings".
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        interceptors=[gate],
+    )
+
+
+def _allowed_tenants(_context: grpc.ServicerContext) -> AllowedTenants:
+    caller = current_caller()
+    return AllowedTenants(all=caller.all_tenants, tenants=caller.tenants, caller=caller.name)
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:

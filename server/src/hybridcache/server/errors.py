@@ -25,7 +25,7 @@ _CODE_BY_ERROR: dict[type[CacheError], grpc.StatusCode] = {
 
 def status_code_for(error: CacheError) -> grpc.StatusCode:
     for error_type in type(error).__mro__:
-        code = _CODE_BY_ERROR.get(error_type)  # type: ignore[arg-type]
+        code = _CODE_BY_ERROR.get(error_type)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

@@ -8,7 +8,7 @@ for metrics. Labels are low-cardinality only: method, code, kind, result, reason
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -75,14 +75,14 @@ class _FunctionCollector(Collector):
         yield from self._collect()
 
 
-def counter(name: str, documentation: str, labels: list[str], rows: list[tuple[list[str], float]]) -> Any:
+def counter(name: str, documentation: str, labels: list[str], rows: Sequence[tuple[list[str], float]]) -> Any:
     family = CounterMetricFamily(name, documentation, labels=labels)
     for values, value in rows:
         family.add_metric(values, value)
     return family
 
 
-def gauge(name: str, documentation: str, labels: list[str], rows: list[tuple[list[str], float]]) -> Any:
+def gauge(name: str, documentation: str, labels: list[str], rows: Sequence[tuple[list[str], float]]) -> Any:
     family = GaugeMetricFamily(name, documentation, labels=labels)
     for values, value in rows:
         family.add_metric(values, value)

@@ -48,7 +48,7 @@ _DEADLINE_MARGIN_MAX_S = 0.05
 
 def deadline_of(context: grpc.ServicerContext) -> float | None:
     """When work for this call must be done, on the monotonic clock (None: the caller set none)."""
-    remaining = context.time_remaining()
+    remaining: float | None = context.time_remaining()
     if remaining is None:
         return None
     return time.monotonic() + remaining - min(_DEADLINE_MARGIN_MAX_S, remaining * _DEADLINE_MARGIN_FRACTION)

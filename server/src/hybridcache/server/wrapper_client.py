@@ -60,10 +60,12 @@ class WrapperClient:
         max_connections: int = 32,
         transport: httpx.BaseTransport | None = None,
         on_fetch: Callable[[str, float, bool], None] | None = None,
+        on_snapshot: Callable[[str], None] | None = None,
     ) -> None:
         self._timeout_s = timeout_s
         self._retries = retries
         self._on_fetch = on_fetch  # (what, seconds, ok) for metrics; no ids, low cardinality
+        self._on_snapshot = on_snapshot  # (tenant) after a snapshot loaded: replica age
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -107,6 +109,8 @@ class WrapperClient:
             raise WrapperUnavailable(
                 f"the Wrapper sent a malformed {kind} snapshot: {exc}", reason="WRAPPER_BAD_RESPONSE"
             ) from None
+        if self._on_snapshot is not None:
+            self._on_snapshot(tenant_id)
         return Snapshot(tenant_id=tenant_id, kind=kind, revision=revision, items=items)
 
     def list_tenants(self, deadline: float | None = None) -> list[str]:
