@@ -133,7 +133,6 @@ class Stack:
     redis_proxy: FaultProxy | None = None
     wrapper_proxy: FaultProxy | None = None
     service: Service | None = None
-    _tmp: tempfile.TemporaryDirectory[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -174,44 +173,29 @@ class Stack:
         return env
 
     def close(self) -> None:
+        """Stop the server (the ExitStack in `stack()` stops the rest, in reverse order)."""
         if self.service is not None:
             self.service.stop(0)
-        for proxy in (self.redis_proxy, self.wrapper_proxy):
-            if proxy is not None:
-                proxy.stop()
+            self.service = None
         self.admin.close()
-        self.wrapper.stop()
-        self.redis.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
 
 
 @contextlib.contextmanager
 def stack(*, redis_proxy: bool = False, wrapper_proxy: bool = False) -> Iterator[Stack]:
     """Redis + Wrapper (+ proxies); start the server with `Stack.start_service(...)`."""
-    tmp = tempfile.TemporaryDirectory(prefix="hc-faults-")
-    redis = RedisProcess().start()
-    built: Stack | None = None
-    try:
-        wrapper = launch(
-            redis.url,
-            token=WRAPPER_TOKEN,
-            db_path=str(Path(tmp.name) / "wrapper.db"),
-            publish_mode="pubsub",
-            app="crm",
+    with contextlib.ExitStack() as cleanup:
+        tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="hc-faults-"))
+        redis = cleanup.enter_context(RedisProcess())  # stopped and its directory removed at exit
+        wrapper = cleanup.enter_context(
+            launch(redis.url, token=WRAPPER_TOKEN, db_path=str(Path(tmp) / "wrapper.db"), app="crm")
         )
-        built = Stack(redis=redis, wrapper=wrapper, admin=WrapperAdmin(wrapper.url), _tmp=tmp)
+        built = Stack(redis=redis, wrapper=wrapper, admin=WrapperAdmin(wrapper.url))
         if redis_proxy:
-            built.redis_proxy = FaultProxy(redis.port).start()
+            built.redis_proxy = cleanup.enter_context(FaultProxy(redis.port))
         if wrapper_proxy:
-            built.wrapper_proxy = FaultProxy(wrapper.port).start()
+            built.wrapper_proxy = cleanup.enter_context(FaultProxy(wrapper.port))
+        cleanup.callback(built.close)  # first out: the server stops before its proxies
         yield built
-    finally:
-        if built is not None:
-            built.close()
-        else:
-            redis.stop()
-            tmp.cleanup()
 
 
 class ServerProcess:
