@@ -133,10 +133,14 @@ class Stack:
     redis_proxy: FaultProxy | None = None
     wrapper_proxy: FaultProxy | None = None
     service: Service | None = None
+    server: ServerProcess | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
+        if self.server is not None:
+            return self.server.target
         assert self.service is not None
         return f"127.0.0.1:{self.service.port}"
 
@@ -153,6 +157,13 @@ class Stack:
         self.service = create_service(settings)
         wait_serving(self.target, timeout=30)
         return self.service
+
+    def spawn_server(self, *, port: int = 0, **env: str) -> ServerProcess:
+        """`hybridcache serve` as a subprocess (its own GIL: the load here does not slow it)."""
+        env_all = self.server_env(port or free_port(), **env)
+        self.server = ServerProcess(env_all, self.workdir / f"server-{env_all['HYBRIDCACHE_PORT']}.log")
+        self.server.start()
+        return self.server
 
     def server_env(self, port: int, **overrides: str) -> dict[str, str]:
         """Environment for a `hybridcache serve` subprocess of this stack."""
@@ -177,6 +188,8 @@ class Stack:
         if self.service is not None:
             self.service.stop(0)
             self.service = None
+        if self.server is not None:
+            self.server.stop()
         self.admin.close()
 
 
@@ -189,7 +202,7 @@ def stack(*, redis_proxy: bool = False, wrapper_proxy: bool = False) -> Iterator
         wrapper = cleanup.enter_context(
             launch(redis.url, token=WRAPPER_TOKEN, db_path=str(Path(tmp) / "wrapper.db"), app="crm")
         )
-        built = Stack(redis=redis, wrapper=wrapper, admin=WrapperAdmin(wrapper.url))
+        built = Stack(redis=redis, wrapper=wrapper, admin=WrapperAdmin(wrapper.url), workdir=Path(tmp))
         if redis_proxy:
             built.redis_proxy = cleanup.enter_context(FaultProxy(redis.port))
         if wrapper_proxy:
