@@ -146,6 +146,10 @@ class Subscribers:
         if isinstance(answer, BaseException):
             raise RuntimeError(f"subscribers failed: {answer!r}")
 
+    def finished(self, timeout: float) -> bool:
+        """True once the subscribers have sent their results (waits up to `timeout`)."""
+        return self._conn.poll(timeout)
+
     def results(self) -> list[dict[int, int]]:
         if not self._conn.poll(self._spec.timeout_s + 30):
             self._proc.terminate()

@@ -18,7 +18,7 @@ from hybridcache.server.bench.consumers import Subscribe, Subscribers, delivery_
 from hybridcache.server.bench.loadgen import Call
 from hybridcache.server.bench.servers import EMPTY_METHOD, ServerProcess
 from hybridcache.server.bench.stats import Summary, median_of, summarize
-from hybridcache.server.bench.suite import Bench, Figure, Group, Load, timed_samples
+from hybridcache.server.bench.suite import Bench, Figure, Group, Load, pooled, timed_samples
 from hybridcache.server.redis_process import RedisProcess
 
 PUBLISH_RATE = 1000.0
@@ -60,8 +60,7 @@ def redis_floor(bench: Bench, redis: RedisProcess) -> Group:
     ]
     group.add(Figure("redis.get.x1", median_of(runs), runs, {"in_flight": 1}))
     client.close()
-    for subscribers, rate in SUBSCRIBER_RATES.items():
-        group.add(pubsub_figure(bench, redis, subscribers, rate))
+    # PUBLISH -> subscribe is measured in the propagation group, side by side with WatchChanges.
     return group
 
 
@@ -70,6 +69,8 @@ def pubsub_figure(bench: Bench, redis: RedisProcess, subscribers: int, rate: flo
     count = _publish_count(bench, subscribers, rate)
     runs_every: list[Summary] = []
     runs_last: list[Summary] = []
+    samples_every: list[list[int]] = []
+    samples_last: list[list[int]] = []
     lost_total = 0
     client = redis.client()
     for run in range(bench.plan.runs):
@@ -85,26 +86,29 @@ def pubsub_figure(bench: Bench, redis: RedisProcess, subscribers: int, rate: flo
         seconds = count / rate
         runs_every.append(summarize(every, seconds=seconds, errors=lost))
         runs_last.append(summarize(last, seconds=seconds, errors=lost))
+        samples_every.append(every)
+        samples_last.append(last)
     client.close()
-    figure = Figure(f"redis.pubsub.subs{subscribers}", median_of(runs_last), runs_last)
+    figure = Figure(f"redis.pubsub.subs{subscribers}", pooled(samples_last, runs_last), runs_last)
     figure.notes = {
         "subscribers": subscribers,
         "rate_per_s": rate,
         "messages_per_run": count,
         "latency_is": "publish -> the last subscriber's receive, per message",
-        "every_delivery": median_of(runs_every).to_json(),
+        "every_delivery": pooled(samples_every, runs_every).to_json(),
+        "percentiles": "over the 3 runs pooled",
         "lost_deliveries": lost_total,
     }
     return figure
 
 
 def _publish_count(bench: Bench, subscribers: int, rate: float) -> int:
-    """Messages per run: 10k for one subscriber (10 s at 1,000/s, >= 10k samples); with many
-    subscribers each message gives that many deliveries, so ~3 s of messages is enough for
-    >= 10k delivery samples (the last-subscriber p99 then rests on fewer: the JSON says how many)."""
+    """Messages per run: 3,400 for one subscriber (>= 10k pooled over 3 runs); with many
+    subscribers each message gives that many deliveries, so ~3 s of messages gives >= 10k
+    delivery samples (the last-subscriber p99 rests on fewer: the samples column says how many)."""
     if bench.plan.quick:
         return int(rate // 2)
-    return 10_000 if subscribers == 1 else int(rate * 3)
+    return 3_400 if subscribers == 1 else int(rate * 3)
 
 
 def wrapper_floor(
@@ -130,11 +134,45 @@ def wrapper_floor(
 
 
 def _http_count(bench: Bench) -> int:
-    return 1000 if bench.plan.quick else 10_000
+    return 1000 if bench.plan.quick else 3_400  # x 3 runs pooled: >= 10k samples
 
 
 def http_get_summary(http: httpx.Client, path: str, count: int) -> Summary:
     return _summary_of_loop(timed_samples(lambda: http.get(path).raise_for_status(), count=count, warmup=50))
+
+
+def concurrent_http_summary(
+    base_url: str, headers: dict[str, str], paths: list[str], *, in_flight: int
+) -> Summary:
+    """`in_flight` threads sharing one pooled httpx.Client, each GETting its own slice of
+    `paths` once: the Wrapper's own latency at that concurrency, without the Service."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    latencies: list[int] = []
+    lock = threading.Lock()
+    share = len(paths) // in_flight
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+
+    with httpx.Client(base_url=base_url, headers=headers, limits=limits, timeout=10) as http:
+
+        def worker(index: int) -> None:
+            mine = []
+            for path in paths[index * share : (index + 1) * share]:
+                started = time.perf_counter_ns()
+                http.get(path).raise_for_status()
+                mine.append(time.perf_counter_ns() - started)
+            with lock:
+                latencies.extend(mine)
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(in_flight)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        seconds = time.monotonic() - started
+    return summarize(latencies, seconds=seconds)
 
 
 def describe(group: Group) -> dict[str, Any]:

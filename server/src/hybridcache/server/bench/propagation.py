@@ -25,8 +25,8 @@ from hybridcache.server.bench.consumers import (
 )
 from hybridcache.server.bench.floor import SUBSCRIBER_RATES, _publish_count, pubsub_figure
 from hybridcache.server.bench.stack import TENANTS, service_env, start_service
-from hybridcache.server.bench.stats import Summary, median_of, ratio, summarize
-from hybridcache.server.bench.suite import Bench, Figure, Group
+from hybridcache.server.bench.stats import Summary, ratio, summarize
+from hybridcache.server.bench.suite import Bench, Figure, Group, pooled
 from hybridcache.server.redis_process import RedisProcess
 from hybridcache.v1 import hybridcache_pb2 as pb
 
@@ -39,14 +39,17 @@ def _event(seq: int, version: int) -> str:
     cost = f"{seq % 10_000 / 100 + 0.01:.2f}"
     return json.dumps(
         {
-            "eventId": f"{EVENT_ID_PREFIX}{seq}",
+            # Unique across the whole run (the ingestor drops a repeated eventId as a duplicate):
+            # the version, which the subscribers report back as the message's number.
+            "eventId": f"{EVENT_ID_PREFIX}{version}",
             "eventType": "credit-config-changed",
             "tenantId": TENANT,
             "data": {
                 "operationCode": OPERATION,
                 "changedFields": ["cost"],
                 "newValue": cost,
-                "oldValue": None,
+                # No oldValue: with one, the ingestor compares it with the held value and, on a
+                # mismatch, refetches from the Wrapper (the authority) instead of applying.
                 "version": version,
             },
         }
@@ -73,6 +76,8 @@ def watch_figure(
     client = redis.client()
     runs_last: list[Summary] = []
     runs_every: list[Summary] = []
+    samples_last: list[list[int]] = []
+    samples_every: list[list[int]] = []
     lost_total = 0
     for _ in range(bench.plan.runs):
         base = versions.take(count)
@@ -81,7 +86,8 @@ def watch_figure(
             Subscribe("watch", subscribers, count, count / rate + 20, target=target, watch_request=request)
         )
         subs.wait_ready()
-        sent = paced_publish(lambda seq, b=bodies: client.publish(CHANNEL, b[seq]), count, rate)
+        sent_by_seq = paced_publish(lambda seq, b=bodies: client.publish(CHANNEL, b[seq]), count, rate)
+        sent = {base + seq: at for seq, at in sent_by_seq.items()}
         every, last, lost = delivery_latencies(sent, subs.results())
         lost_total += lost
         if not every:
@@ -89,41 +95,58 @@ def watch_figure(
                 "no WatchChanges event arrived: are change notifications wired into the Service?"
             )
         runs_every.append(summarize(every, seconds=count / rate, errors=lost))
-        runs_last.append(summarize(last or every, seconds=count / rate, errors=lost))
+        if not last:
+            raise RuntimeError(
+                f"no event reached all {subscribers} WatchChanges streams ({lost} deliveries lost)"
+            )
+        runs_last.append(summarize(last, seconds=count / rate, errors=lost))
+        samples_every.append(every)
+        samples_last.append(last)
     client.close()
-    figure = Figure(f"watch.subs{subscribers}", median_of(runs_last), runs_last)
+    figure = Figure(f"watch.subs{subscribers}", pooled(samples_last, runs_last), runs_last)
     figure.notes = {
         "subscribers": subscribers,
         "rate_per_s": rate,
         "messages_per_run": count,
         "latency_is": "Redis PUBLISH -> the last WatchChanges stream's receive, per event",
-        "every_delivery": median_of(runs_every).to_json(),
+        "every_delivery": pooled(samples_every, runs_every).to_json(),
+        "percentiles": "over the 3 runs pooled",
         "lost_deliveries": lost_total,
     }
     return figure
 
 
 def _probe(redis: RedisProcess, target: str, versions: _Versions) -> bool:
-    """One event through the Service within 10 s: are notifications wired at all?"""
+    """Events reach a WatchChanges stream within 10 s? (Right after start the Service is
+    resyncing its replicas after subscribing; an event then may be superseded by the resync,
+    so the probe publishes every 0.5 s until one arrives.)"""
     request = pb.WatchChangesRequest(tenant_ids=[TENANT], kinds=[pb.KIND_CREDIT_COSTS]).SerializeToString()
     subs = Subscribers(Subscribe("watch", 1, 1, 10.0, target=target, watch_request=request))
     subs.wait_ready()
     client = redis.client()
-    base = versions.take(1)
-    client.publish(CHANNEL, _event(0, base))
-    client.close()
-    return any(subs.results()[0])
+    try:
+        for _ in range(20):
+            client.publish(CHANNEL, _event(0, versions.take(1)))
+            if subs.finished(0.5):
+                break
+    finally:
+        client.close()
+    return bool(subs.results()[0])
 
 
 def propagation_group(bench: Bench, redis: RedisProcess, wrapper: Any) -> Group:
     group = Group("propagation")
     versions = _Versions()
-    with start_service(service_env(redis, wrapper)) as server:
+    # 100 streams from one caller: above the default per-caller cap (20) and near the total (100).
+    env = service_env(redis, wrapper, max_streams="200", max_streams_per_caller="200")
+    with start_service(env) as server:
         if not _probe(redis, server.target, versions):
             group.missing.append(
                 "publish -> WatchChanges and publish -> applied: no event reached a WatchChanges stream "
                 "(change notifications not wired into the Service in this build)"
             )
+            for subscribers, rate in SUBSCRIBER_RATES.items():
+                group.add(pubsub_figure(bench, redis, subscribers, rate))
             return group
         for subscribers, rate in SUBSCRIBER_RATES.items():
             # Interleaved per subscriber count: raw Redis, then the Service, same placement.
