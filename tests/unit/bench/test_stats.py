@@ -60,3 +60,16 @@ def test_ratio() -> None:
     assert ratio(3, 2) == 1.5
     assert ratio(1, 3) == 0.33
     assert math.isinf(ratio(1, 0))
+
+
+def test_pooled_percentiles_over_all_runs_throughput_of_the_median_run() -> None:
+    from hybridcache.server.bench.suite import pooled
+
+    runs = [[1000] * 99 + [100_000], [2000] * 100, [3000] * 100]  # ns
+    summaries = [summarize(run, seconds=s) for run, s in zip(runs, (1.0, 2.0, 4.0), strict=True)]
+    whole = pooled(runs, summaries)
+    assert whole.samples == 300
+    assert whole.p50_us == 2.0
+    assert whole.p99_us == 3.0
+    assert whole.max_us == 100.0
+    assert whole.throughput_per_s == 50.0  # the median run: 100 samples in 2 s

@@ -119,17 +119,15 @@ def wrapper_floor(
     cpus.pin_process_tree(wrapper_pid, cpus.SERVER_CPU)
     try:
         with httpx.Client(base_url=wrapper_url, headers=headers) as http:
-            runs = [
-                _summary_of_loop(
-                    timed_samples(
-                        lambda: http.get(path).raise_for_status(), count=_http_count(bench), warmup=200
-                    )
-                )
+            samples = [
+                timed_samples(lambda: http.get(path).raise_for_status(), count=_http_count(bench), warmup=200)
                 for _ in range(bench.plan.runs)
             ]
     finally:
         cpus.pin_process_tree(wrapper_pid, cpus.LOAD_CPU)
-    group.add(Figure("wrapper.http-get.x1", median_of(runs), runs, {"in_flight": 1, "path": path}))
+    runs = [_summary_of_loop(run) for run in samples]
+    notes = {"in_flight": 1, "path": path, "percentiles": "over the 3 runs pooled"}
+    group.add(Figure("wrapper.http-get.x1", pooled(samples, runs), runs, notes))
     return group
 
 

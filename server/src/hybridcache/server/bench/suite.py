@@ -158,5 +158,5 @@ def pooled(runs: Sequence[Sequence[int]], summaries: Sequence[Summary]) -> Summa
     middle = median_of(summaries)
     whole = summarize(merged, seconds=1.0)
     return Summary(
-        merged.__len__(), whole.p50_us, whole.p99_us, whole.max_us, middle.throughput_per_s, middle.errors
+        len(merged), whole.p50_us, whole.p99_us, whole.max_us, middle.throughput_per_s, middle.errors
     )
