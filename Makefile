@@ -30,6 +30,9 @@ test:
 test-faults: install
 	.venv/bin/pytest tests/faults -m "faults" -p no:cacheprovider
 
+soak: install
+	.venv/bin/pytest tests/faults -m soak -p no:cacheprovider
+
 bench: install
 	.venv/bin/hybridcache bench
 
