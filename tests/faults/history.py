@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 import grpc
+
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from hybridcache.server.devwrapper.seed import FLAG_KEYS, OPERATION_CODES
-
 from tests.faults.history import Convergence, History, Request, convergence, wait_until
 from tests.faults.stack import TENANTS, WrapperAdmin
 

@@ -24,10 +24,10 @@ from collections import Counter, defaultdict
 import grpc
 import pytest
 import redis
+
 from hybridcache.server.devwrapper.seed import OPERATION_CODES
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-
 from tests.faults.conftest import Figures, Scale, variants
 from tests.faults.history import (
     History,

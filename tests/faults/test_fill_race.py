@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-
 from tests.faults.conftest import Figures, Scale, variants
 from tests.faults.history import Observation, Request, observe, wait_until
 from tests.faults.stack import stack

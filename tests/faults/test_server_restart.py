@@ -25,10 +25,10 @@ from typing import Any
 
 import grpc
 import pytest
+
 from hybridcache.client import WatchConfig, WatchStream
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-
 from tests.faults.conftest import Figures, Scale, variants
 from tests.faults.history import History, LoadLoop, Request, codes, observe, wait_until
 from tests.faults.scenarios import critical_requests

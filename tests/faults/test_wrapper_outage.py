@@ -17,8 +17,8 @@ import time
 
 import grpc
 import pytest
-from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 
+from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.faults.conftest import Figures, Scale, variants
 from tests.faults.history import History, LoadLoop, Request, codes, observe, percentile, wait_until
 from tests.faults.scenarios import USERS, critical_requests
