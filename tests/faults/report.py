@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -94,3 +97,82 @@ def line_chart_svg(
     )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def line_chart_png(
+    points: Sequence[tuple[float, float]],
+    *,
+    markers: Sequence[float] = (),
+    band: tuple[float, float] | None = None,
+    y_range: tuple[float, float] | None = None,
+) -> bytes:
+    """The same chart as a PNG, rasterised here (zlib + struct, no imaging library): plot area,
+    horizontal grid at the SVG's y ticks, the line, restart markers, warm-up band. No text:
+    the SVG carries the labels."""
+    width, height = WIDTH, HEIGHT
+    pixels = bytearray(b"\xff" * (width * height * 3))
+
+    def put(x: int, y: int, rgb: tuple[int, int, int]) -> None:
+        if 0 <= x < width and 0 <= y < height:
+            i = (y * width + x) * 3
+            pixels[i : i + 3] = bytes(rgb)
+
+    def line(x0: int, y0: int, x1: int, y1: int, *, rgb: tuple[int, int, int], dash: int = 0) -> None:
+        dx, dy = abs(x1 - x0), -abs(y1 - y0)
+        sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
+        err, n = dx + dy, 0
+        while True:
+            if not dash or (n // dash) % 2 == 0:
+                put(x0, y0, rgb)
+            n += 1
+            if x0 == x1 and y0 == y1:
+                return
+            e2 = 2 * err
+            if e2 >= dy:
+                err += dy
+                x0 += sx
+            if e2 <= dx:
+                err += dx
+                y0 += sy
+
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x_lo, x_hi = min(xs), max(xs)
+    if y_range is None:
+        pad = (max(ys) - min(ys)) * 0.1 or 1.0
+        y_range = (max(0.0, min(ys) - pad), max(ys) + pad)
+    y_lo, y_hi = y_range
+    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+
+    def sx(x: float) -> int:
+        return round(LEFT + (x - x_lo) / ((x_hi - x_lo) or 1.0) * plot_w)
+
+    def sy(y: float) -> int:
+        return round(TOP + plot_h - (y - y_lo) / ((y_hi - y_lo) or 1.0) * plot_h)
+
+    if band is not None:
+        for x in range(sx(max(band[0], x_lo)), sx(min(band[1], x_hi))):
+            for y in range(TOP, TOP + plot_h):
+                put(x, y, (238, 238, 238))
+    for tick in _ticks(y_lo, y_hi):
+        line(LEFT, sy(tick), LEFT + plot_w, sy(tick), rgb=(221, 221, 221))
+    for x in markers:
+        line(sx(x), TOP, sx(x), TOP + plot_h, rgb=(192, 57, 43), dash=4)
+    for (xa, ya), (xb, yb) in itertools.pairwise(points):
+        for offset in (0, 1):  # 2 px wide
+            line(sx(xa), sy(ya) + offset, sx(xb), sy(yb) + offset, rgb=(36, 113, 163))
+    for a, b, c, d in ((LEFT, TOP, LEFT + plot_w, TOP), (LEFT, TOP + plot_h, LEFT + plot_w, TOP + plot_h)):
+        line(a, b, c, d, rgb=(51, 51, 51))
+    line(LEFT, TOP, LEFT, TOP + plot_h, rgb=(51, 51, 51))
+    line(LEFT + plot_w, TOP, LEFT + plot_w, TOP + plot_h, rgb=(51, 51, 51))
+    raw = b"".join(b"\x00" + bytes(pixels[y * width * 3 : (y + 1) * width * 3]) for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )

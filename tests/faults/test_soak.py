@@ -6,7 +6,8 @@ read at all, so reads inside the restart windows are counted and reported too); 
 RSS grows less than 5% from the end of the warm-up to the end; after the last change every
 answer equals the Wrapper's truth.
 
-Writes docs/reliability/soak-rss.csv and soak-rss.svg (RSS over time, restarts marked).
+Writes docs/reliability/soak-rss.csv, soak-rss.svg (RSS over time, restarts marked, labelled)
+and soak-rss.png (the same chart rasterised here, unlabelled).
 HC_SOAK_S / HC_SOAK_REDIS_EVERY_S shorten it for a dry run; HC_SOAK_OUT moves the output.
 """
 
@@ -26,7 +27,7 @@ from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.faults.conftest import REPO, Figures
 from tests.faults.history import History, LoadLoop, Request, codes, percentile
-from tests.faults.report import line_chart_svg, write_csv
+from tests.faults.report import line_chart_png, line_chart_svg, write_csv
 from tests.faults.scenarios import USERS, critical_requests, wait_converged
 from tests.faults.stack import TENANTS, ServerProcess, WrapperAdmin, spare_port, stack
 
@@ -198,6 +199,9 @@ def test_soak(figures: Figures) -> None:
             band=(0.0, WARMUP_S),
             band_label="warm-up",
         )
+    )
+    (OUT / "soak-rss.png").write_bytes(
+        line_chart_png(mib, markers=[a for a, _ in restarts], band=(0.0, WARMUP_S))
     )
     latencies = [o.latency_s for o in history if o.ok]
     figures.record(
