@@ -74,6 +74,7 @@ class Service:
             max_connections=settings.wrapper_max_connections,
             on_fetch=self.metrics.observe_fetch,
             on_snapshot=self._snapshot_loaded,
+            max_concurrent_snapshots=settings.max_concurrent_snapshot_loads,
         )
         # Background refreshes (stale-while-revalidate) run here, off the RPC threads.
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hybridcache-refresh")

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     resync_jitter_s: float = Field(
         1.0, ge=0, description="Random delay before a resync after a gap, so a fleet does not stampede."
     )
+    max_concurrent_snapshot_loads: int = Field(
+        2,
+        ge=0,
+        description="Snapshot loads from the Wrapper in progress at once in this process (0: no cap).",
+    )
 
     # --- WatchChanges
     watch_retain: int = Field(10_000, ge=1, description="Change events kept for resuming streams.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,9 +62,15 @@ class WrapperClient:
         transport: httpx.BaseTransport | None = None,
         on_fetch: Callable[[str, float, bool], None] | None = None,
         on_snapshot: Callable[[str], None] | None = None,
+        max_concurrent_snapshots: int = 0,
     ) -> None:
         self._timeout_s = timeout_s
         self._retries = retries
+        # Snapshot loads (warm-up, resyncs, first reads of a tenant) are the heavy requests a
+        # fleet sends all at once after a shared gap: cap them per process (0: no cap).
+        self._snapshot_slots = (
+            threading.BoundedSemaphore(max_concurrent_snapshots) if max_concurrent_snapshots > 0 else None
+        )
         self._on_fetch = on_fetch  # (what, seconds, ok) for metrics; no ids, low cardinality
         self._on_snapshot = on_snapshot  # (tenant) after a snapshot loaded: replica age
         headers = {"Accept": "application/json"}
@@ -93,9 +100,21 @@ class WrapperClient:
             ) from None
 
     def fetch_snapshot(self, tenant_id: str, kind: Kind, deadline: float | None) -> Snapshot:
-        body = self._get(
-            f"/api/tenants/{_seg(tenant_id)}/snapshots/{kind}", deadline, what=f"snapshot:{kind}"
-        )
+        path = f"/api/tenants/{_seg(tenant_id)}/snapshots/{kind}"
+        slots = self._snapshot_slots
+        if slots is None:
+            body = self._get(path, deadline, what=f"snapshot:{kind}")
+        else:
+            if deadline is None:
+                deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
+            if not slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise WrapperUnavailable(
+                    "too many snapshot loads in progress; none finished in time", reason="WRAPPER_BUSY"
+                )
+            try:
+                body = self._get(path, deadline, what=f"snapshot:{kind}")
+            finally:
+                slots.release()
         try:
             items_raw = body["items"]
             revision = body.get("revision", 0)

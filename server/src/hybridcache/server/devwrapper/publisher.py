@@ -11,7 +11,9 @@ import logging
 from enum import StrEnum
 
 import redis.asyncio as aioredis
+from hybridcache.server.events.connection import SENTINEL_SCHEMES, parse_sentinel_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
@@ -47,7 +49,26 @@ class Publisher:
         self.mode = mode
         self.stream_maxlen = stream_maxlen
         self._redis: aioredis.Redis | None = None
-        if redis_url is not None:
+        self._sentinels: tuple[aioredis.Redis, ...] = ()
+        if redis_url is not None and redis_url.startswith(SENTINEL_SCHEMES):
+            # Redis Sentinel: every new connection asks the sentinels for the current master,
+            # so after a failover the next publish goes to the promoted replica.
+            parsed = parse_sentinel_url(redis_url)
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                list(parsed.hosts),
+                sentinel_kwargs={"socket_connect_timeout": timeout, "socket_timeout": timeout},
+            )
+            self._sentinels = tuple(sentinel.sentinels)
+            self._redis = sentinel.master_for(
+                parsed.service_name,
+                db=parsed.db,
+                username=parsed.username,
+                password=parsed.password,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+        elif redis_url is not None:
             # No retries and short timeouts: with Redis down an admin write should answer
             # "published": false at once, not after redis-py's default backoff (10 tries).
             self._redis = aioredis.Redis.from_url(
@@ -86,5 +107,6 @@ class Publisher:
         return True
 
     async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
+        for each in (self._redis, *self._sentinels):
+            if each is not None:
+                await each.aclose()

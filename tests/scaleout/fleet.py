@@ -1,0 +1,294 @@
+"""Fleet helpers for the scale-out tests: several `hybridcache serve` replicas, a proxy that
+timestamps every HTTP request the fleet sends to the Wrapper, and a Redis Sentinel set
+(master + replica + 3 sentinels) from the `redis-server` on PATH, all on loopback.
+
+    replicas ──HTTP──► TimelineProxy ──► development Wrapper ──publish──► Redis (or Sentinel's master)
+        └──────────────── subscribe (redis:// or redis+sentinel://) ──────────┘
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from hybridcache.server.readiness import wait_serving
+from hybridcache.server.redis_process import free_port
+from tests.conftest import WRAPPER_TOKEN
+from tests.faults.stack import ServerProcess
+from tests.redis_server import RedisServer
+
+DEMO_TENANTS = ("acme", "globex", "initech")
+SENTINEL_SERVICE = "main"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, *, poll: float = 0.02) -> float:
+    """Poll `condition` until true; return the seconds it took; AssertionError naming `what`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)  # polling a condition with a deadline
+    return time.monotonic() - start
+
+
+# --- the Wrapper's request timeline
+
+
+class TimelineProxy:
+    """A TCP proxy to the Wrapper that records the arrival time of every HTTP request.
+
+    The fleet only sends GETs (no bodies), so a request ends at each blank line
+    (`\\r\\n\\r\\n`) of the client-to-Wrapper byte stream; keep-alive connections carry many.
+    Runs its own asyncio loop on a thread of the test process.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.times: list[float] = []  # monotonic; appended on the loop thread only
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self._run, name="timeline-proxy", daemon=True)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> TimelineProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("timeline proxy did not start")
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        self._server.close()
+        self._loop.run_until_complete(self._server.wait_closed())
+        self._loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_writer, count=True), self._pipe(up_reader, writer))
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, count: bool = False
+    ) -> None:
+        tail = b""
+        try:
+            while data := await reader.read(65536):
+                if count:
+                    joined = tail + data
+                    now = time.monotonic()
+                    self.times.extend([now] * joined.count(b"\r\n\r\n"))
+                    tail = joined[-3:]
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def count_since(self, since: float) -> int:
+        times = list(self.times)
+        return len(times) - bisect.bisect_left(times, since)
+
+    def peak(self, window_s: float, since: float) -> int:
+        """Most requests in any `window_s`-long interval after `since` (a sliding window)."""
+        times = [t for t in list(self.times) if t >= since]
+        best = 0
+        for i, start in enumerate(times):
+            best = max(best, bisect.bisect_right(times, start + window_s, lo=i) - i)
+        return best
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> TimelineProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- replicas
+
+
+def replica_env(wrapper_url: str, redis_url: str, port: int, **overrides: str) -> dict[str, str]:
+    env = {
+        "HYBRIDCACHE_HOST": "127.0.0.1",
+        "HYBRIDCACHE_PORT": str(port),
+        "HYBRIDCACHE_WRAPPER_URL": wrapper_url,
+        "HYBRIDCACHE_WRAPPER_TOKEN": WRAPPER_TOKEN,
+        "HYBRIDCACHE_REDIS_URL": redis_url,
+        "HYBRIDCACHE_INSECURE_DEV_MODE": "true",
+        "HYBRIDCACHE_TENANTS": ",".join(DEMO_TENANTS),
+        "HYBRIDCACHE_RESYNC_JITTER_S": "0",
+        "HYBRIDCACHE_LOG_RPCS": "false",
+        "HYBRIDCACHE_LOG_FORMAT": "json",
+        "HYBRIDCACHE_LOG_LEVEL": "warning",
+        "HYBRIDCACHE_GRACE_S": "1",
+        "HYBRIDCACHE_WATCH_HEARTBEAT_S": "1",
+    }
+    env.update(overrides)
+    return env
+
+
+@contextlib.contextmanager
+def replicas(
+    count: int, workdir: Path, wrapper_url: str, redis_url: str, *, timeout: float = 60.0, **env: str
+) -> Iterator[list[ServerProcess]]:
+    """Start `count` `hybridcache serve` processes at once; wait until every one is SERVING."""
+    started: list[ServerProcess] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            server = ServerProcess(
+                replica_env(wrapper_url, redis_url, port, **env), workdir / f"replica-{port}.log"
+            )
+            started.append(server.start(wait=False))
+        for server in started:
+            wait_serving(server.target, timeout=timeout, alive=server.running)
+        yield started
+    finally:
+        for server in started:
+            server.stop(timeout=10)
+
+
+def log_tail(server: ServerProcess, lines: int = 15) -> str:
+    try:
+        return "\n".join(server.log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- Redis Sentinel
+
+
+class SentinelSet:
+    """A master, one replica and three sentinels (quorum 2) from the same redis-server binary."""
+
+    def __init__(self, *, down_after_ms: int = 500, failover_timeout_ms: int = 3000) -> None:
+        self.master = RedisServer()
+        self.replica: RedisServer | None = None
+        self.sentinels: list[RedisServer] = []
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
+
+    def start(self) -> SentinelSet:
+        self.master.start()
+        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(self.master.port))).start()
+        conf = (
+            f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {self.master.port} 2\n"
+            f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {SENTINEL_SERVICE} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+        )
+        for _ in range(3):
+            self.sentinels.append(RedisServer(config_text=conf, extra_args=("--sentinel",)).start())
+        wait_until(self._settled, 30, "3 sentinels that know each other and the replica (link up)")
+        return self
+
+    def _sentinel_view(self, sentinel: RedisServer) -> dict[str, Any]:
+        with sentinel.client(decode_responses=True) as client:
+            raw = client.execute_command("SENTINEL", "MASTER", SENTINEL_SERVICE)
+        if isinstance(raw, dict):
+            return raw
+        return dict(zip(raw[::2], raw[1::2], strict=True))
+
+    def _settled(self) -> bool:
+        assert self.replica is not None
+        try:
+            with self.replica.client(decode_responses=True) as client:
+                if client.info("replication").get("master_link_status") != "up":
+                    return False
+            for sentinel in self.sentinels:
+                view = self._sentinel_view(sentinel)
+                if int(view["num-other-sentinels"]) != 2 or int(view["num-slaves"]) != 1:
+                    return False
+        except (redis.RedisError, OSError, KeyError):
+            return False
+        return True
+
+    def master_port(self) -> int | None:
+        """The master's port as a majority of the sentinels report it."""
+        ports: list[int] = []
+        for sentinel in self.sentinels:
+            try:
+                with sentinel.client(decode_responses=True) as client:
+                    addr = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE)
+            except (redis.RedisError, OSError):
+                continue
+            if addr:
+                ports.append(int(addr[1]))
+        for port in ports:
+            if ports.count(port) >= 2:
+                return port
+        return None
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master; return the server that should be promoted."""
+        assert self.replica is not None
+        self.master.kill()
+        return self.replica
+
+    def wait_promoted(self, timeout: float = 30.0) -> float:
+        """Wait until the sentinels name the replica as master and it accepts writes."""
+        assert self.replica is not None
+        replica = self.replica
+
+        def promoted() -> bool:
+            if self.master_port() != replica.port:
+                return False
+            try:
+                with replica.client(decode_responses=True) as client:
+                    return client.info("replication").get("role") == "master"
+            except (redis.RedisError, OSError):
+                return False
+
+        return wait_until(promoted, timeout, f"the replica on port {replica.port} promoted by the sentinels")
+
+    def close(self) -> None:
+        for server in (*self.sentinels, self.replica, self.master):
+            if server is not None:
+                server.close()
+
+    def __enter__(self) -> SentinelSet:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
