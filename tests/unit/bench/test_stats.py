@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from hybridcache.server.bench.stats import Summary, median_of, percentile, ratio, summarize
 
 

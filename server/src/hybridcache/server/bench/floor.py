@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+
 from hybridcache.server.bench import cpus
 from hybridcache.server.bench.consumers import Subscribe, Subscribers, delivery_latencies, paced_publish
 from hybridcache.server.bench.loadgen import Call

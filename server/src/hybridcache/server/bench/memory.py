@@ -19,6 +19,7 @@ import tracemalloc
 from typing import Any
 
 import httpx
+
 from hybridcache.server.bench.suite import Bench, Group
 
 MEMORY_ENTRIES = 1_000_000

@@ -9,11 +9,12 @@ from typing import Any
 
 import grpc
 import httpx
+
 from hybridcache.server.bench.servers import ServerProcess
 from hybridcache.server.redis_process import RedisProcess
 
 TENANTS = tuple(f"tenant-{t:04d}" for t in range(1, 6))  # the Wrapper's scaled tenants (runner.WRAPPER_SCALE)
-USERS = 10_000
+USERS = 4_000  # per tenant (runner.WRAPPER_SCALE)
 OPERATIONS = 1_000
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 import httpx
+
 from hybridcache.server.bench.loadgen import Call
 from hybridcache.server.bench.proxy import CountingProxy
 from hybridcache.server.bench.stack import (
@@ -179,7 +180,7 @@ def _one(bench: Bench, redis: RedisProcess, wrapper: Any, name: str, workload: A
             calls_before = sum(wrapper_requests(wrapper).values())
             bytes_before = sum(proxy.counts())
             redis_before = _redis_out(redis)
-            duration = 3.0 if plan.quick else 10.0
+            duration = 3.0 if plan.quick else 8.0
             prober = _Prober(server.target, wrapper, time.monotonic() + 1.0 + duration)
             prober.start()
             result = bench.pool.run(

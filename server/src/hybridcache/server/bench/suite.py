@@ -74,6 +74,7 @@ class Group:
     values: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # figures that could not be measured, and why
     started: float = field(default_factory=time.time)
+    load_at_start: float = field(default_factory=cpus.load_average)
 
     def add(self, figure: Figure) -> Figure:
         self.figures[figure.name] = figure
