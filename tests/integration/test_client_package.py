@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -51,6 +52,7 @@ from hybridcache.client import (
     Unavailable,
     WatchConfig,
 )
+from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 
@@ -945,7 +947,9 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 
 @pytest.mark.timeout(300)
-def test_the_wheel_installs_alone_and_calls_the_server(server: Running, tmp_path: Path) -> None:
+def test_the_wheel_installs_alone_and_calls_the_server(
+    server: Running, service: Service, dev_wrapper: Any, tmp_path: Path
+) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", str(ROOT / "client"), "-o", str(dist)],
@@ -995,6 +999,23 @@ def test_the_wheel_installs_alone_and_calls_the_server(server: Running, tmp_path
     )
     assert ran.stdout.split() == ["2.5", "3", "CREDIT_COST_NOT_FOUND"]
     assert server.servicer.metadata[0]["authorization"] == "Bearer wheel-token"
+
+    # ... and the real service, with the development Wrapper's data behind it.
+    truth = httpx.get(
+        f"{dev_wrapper.url}/api/tenants/acme/credit-costs/crm.leads.create",
+        headers=dev_wrapper.headers,
+        timeout=5,
+    ).json()
+    real = subprocess.run(
+        [str(python), "-I", str(script), f"127.0.0.1:{service.port}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    cost, version, reason = real.stdout.split()
+    assert (Decimal(cost), int(version), reason) == (Decimal(truth["cost"]), truth["version"], "NOT_FOUND")
 
 
 def test_requirement_names() -> None:
