@@ -248,7 +248,9 @@ def _grpc_server(settings: Settings, gate: Gate) -> grpc.Server:
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Off unless several workers share the port on purpose (HYBRIDCACHE_WORKERS):
+            # otherwise a second server on the same port would silently take half the calls.
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             # hybridcache-client pings every 30 s while calls are in flight; accept that
             # rate rather than answering GOAWAY "too_many_pings".
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),

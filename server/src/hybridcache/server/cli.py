@@ -4,23 +4,41 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from types import FrameType
 
 from hybridcache.server.config import ConfigError, load_settings
+from hybridcache.server.workers import WORKER_ENV
 
 log = logging.getLogger("hybridcache")
 
 
-def serve() -> int:
-    """Run the server until SIGTERM / SIGINT; then shut down gracefully and exit 0."""
+def serve(workers: int | None = None) -> int:
+    """Run the server until SIGTERM / SIGINT; then shut down gracefully and exit 0.
+
+    `workers` (or HYBRIDCACHE_WORKERS) above 1: supervise that many worker processes
+    sharing the port instead (`hybridcache.server.workers`).
+    """
+    if workers is not None:
+        os.environ["HYBRIDCACHE_WORKERS"] = str(workers)
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"hybridcache: configuration error: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1 and WORKER_ENV not in os.environ:
+        if settings.port == 0:
+            print(
+                "hybridcache: configuration error: HYBRIDCACHE_WORKERS > 1 needs a fixed HYBRIDCACHE_PORT",
+                file=sys.stderr,
+            )
+            return 2
+        from hybridcache.server.workers import supervise  # noqa: PLC0415
+
+        return supervise(settings)
     from hybridcache.server.app import create_service  # noqa: PLC0415 (config errors first, fast)
     from hybridcache.server.logs import configure_logging  # noqa: PLC0415
 
@@ -64,7 +82,12 @@ def health(target: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hybridcache", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the gRPC server (configured by HYBRIDCACHE_* variables)")
+    serve_cmd = commands.add_parser(
+        "serve", help="run the gRPC server (configured by HYBRIDCACHE_* variables)"
+    )
+    serve_cmd.add_argument(
+        "--workers", type=int, default=None, help="worker processes sharing the port (HYBRIDCACHE_WORKERS)"
+    )
     dev = commands.add_parser("dev", help="run Redis, the development Wrapper and the server together")
     dev.add_argument("--port", type=int, default=50051, help="gRPC port (0: a free one)")
     dev.add_argument("--wrapper-port", type=int, default=0, help="development Wrapper port (0: a free one)")
@@ -76,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--target", default=None, help="host:port (default 127.0.0.1:$HYBRIDCACHE_PORT)")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return serve()
+        return serve(args.workers)
     if args.command == "health":
         return health(args.target)
     if args.command == "bench":

@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         1 << 20, ge=1024, description="Largest request or response message, in bytes."
     )
     grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight RPCs may take to finish.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Server processes sharing the port (SO_REUSEPORT), each a full replica; worker i serves "
+            "/metrics on METRICS_PORT + i. Needs a fixed PORT."
+        ),
+    )
 
     # --- Wrapper (authority, HTTP)
     wrapper_url: str = Field("http://127.0.0.1:8080", description="Base URL of the Wrapper's HTTP API.")

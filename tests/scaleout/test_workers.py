@@ -1,0 +1,109 @@
+"""Workers on one host: `HYBRIDCACHE_WORKERS=N` runs N full replicas on one port (SO_REUSEPORT).
+
+* default run: 2 workers answer on one port (distinct hub instances seen over fresh
+  connections), SIGTERM stops them all, a bad combination is refused at start;
+* `-m scaleout`: cache-hit throughput through 2 client processes, 1 worker vs 2.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from hybridcache.server.bench.loadgen import Call, LoadPool, serialized
+from hybridcache.server.devwrapper import launch
+from hybridcache.server.redis_process import RedisProcess, free_port
+from hybridcache.v1 import hybridcache_pb2 as pb
+from tests.conftest import WRAPPER_TOKEN
+from tests.faults.stack import ServerProcess
+from tests.scaleout.fleet import replica_env, wait_until
+from tests.scaleout.scenario import instance_of
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_share_one_port_and_stop_together() -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="hc-workers-") as tmp,
+        RedisProcess() as redis_,
+        launch(redis_.url, token=WRAPPER_TOKEN, db_path=str(Path(tmp) / "w.db")) as wrapper,
+    ):
+        port = free_port()
+        server = ServerProcess(
+            replica_env(wrapper.url, redis_.url, port, HYBRIDCACHE_WORKERS="2"), Path(tmp) / "workers.log"
+        )
+        server.start(timeout=60)
+        try:
+            seen: set[str] = set()
+            # The kernel picks a worker per connection (hash of the 4-tuple): fresh
+            # connections reach both soon. Bounded: 40 connections.
+            for _ in range(40):
+                seen.add(instance_of(server.target))
+                if len(seen) == 2:
+                    break
+            # Both must also be SERVING (each loaded its replica) before this is a fleet.
+            assert len(seen) == 2, f"only {len(seen)} worker answered over 40 connections"
+        finally:
+            server.stop(timeout=20)
+        assert server.process is not None
+        assert server.process.returncode == 0, server.log_path.read_text()[-2000:]
+        wait_until(lambda: _port_closed(port), 10, "every worker to have left the port")
+
+
+def test_workers_need_a_fixed_port() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hybridcache.server.cli", "serve", "--workers", "2"],
+        env={"HYBRIDCACHE_PORT": "0", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"HYBRIDCACHE_WORKERS > 1 needs a fixed HYBRIDCACHE_PORT" in result.stderr
+
+
+@pytest.mark.scaleout
+@pytest.mark.timeout(300)
+def test_measure_workers_throughput() -> None:
+    """Cache hits (GetCreditCost) through 2 client processes x 8 threads: 1 worker vs 2."""
+    request = serialized([pb.GetCreditCostRequest(tenant_id="acme", operation_code="crm.leads.create")])
+    figures: dict[int, str] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="hc-workers-") as tmp,
+        RedisProcess() as redis_,
+        launch(redis_.url, token=WRAPPER_TOKEN, db_path=str(Path(tmp) / "w.db")) as wrapper,
+    ):
+        for workers in (1, 2):
+            port = free_port()
+            server = ServerProcess(
+                replica_env(wrapper.url, redis_.url, port, HYBRIDCACHE_WORKERS=str(workers)),
+                Path(tmp) / f"w{workers}.log",
+            )
+            server.start(timeout=60)
+            try:
+                for _ in range(40):  # both workers SERVING before measuring (see above)
+                    instance_of(server.target)
+                # A fresh pool per server: its channels connect (and spread) anew.
+                with LoadPool(processes=2) as pool:
+                    call = Call(server.target, "/hybridcache.v1.HybridCache/GetCreditCost", request)
+                    result = pool.run(call, in_flight=16, warmup_s=1.0, duration_s=5.0)
+            finally:
+                server.stop(timeout=20)
+            s = result.summary
+            figures[workers] = (
+                f"{s.throughput_per_s:,.0f} calls/s, p50 {s.p50_us / 1000:.2f} ms, "
+                f"p99 {s.p99_us / 1000:.2f} ms, errors {s.errors}, client CPU {result.client_cpu}"
+            )
+    print("\nworkers (cache hits, 2 client processes x 8 threads, loopback):")
+    for workers, line in figures.items():
+        print(f"  HYBRIDCACHE_WORKERS={workers}: {line}")
