@@ -37,6 +37,7 @@ CHANGE_EVERY_S = 0.010
 LOAD_RATE = 200.0
 RSS_EVERY_S = 2.0
 WARMUP_S = min(180.0, DURATION_S * 0.3)
+CONVERGE_S = 60.0
 FAULT_SLACK_S = 2.0  # a restart window: from its stop to this long after Redis answers again
 OUT = Path(os.environ.get("HC_SOAK_OUT", str(REPO / "docs" / "reliability")))
 
@@ -144,8 +145,9 @@ def test_soak(figures: Figures) -> None:
         end = t0 + DURATION_S
         writer = Writer(s.wrapper.url, end).start()
         mix = critical * 2 + reference  # about two critical reads per reference read
+        # The load outlives the soak by the final convergence wait (it is stopped right after).
         with LoadLoop(
-            server.target, mix, history, workers=4, rate_per_s=LOAD_RATE, max_s=DURATION_S + 5
+            server.target, mix, history, workers=4, rate_per_s=LOAD_RATE, max_s=DURATION_S + CONVERGE_S + 30
         ) as load:
             next_rss = t0
             next_restart = t0 + REDIS_EVERY_S
@@ -164,7 +166,13 @@ def test_soak(figures: Figures) -> None:
             writer.stop()
             truth = s.admin.truths(critical)
             t_last = time.monotonic()
-            converged = wait_converged(history, truth, since=t_last, timeout=60)
+            try:
+                converged_s: float | None = wait_converged(
+                    history, truth, since=t_last, timeout=CONVERGE_S
+                ).t_s
+                not_converged = ""
+            except AssertionError as exc:  # reported after the figures are written
+                converged_s, not_converged = None, str(exc)
             load.stop()
         for watcher in watchers:
             watcher.close()
@@ -222,13 +230,14 @@ def test_soak(figures: Figures) -> None:
         wrapper_write_errors=len(writer.errors),
         watch_events=events[0],
         watch_resyncs=resyncs[0],
-        final_convergence_s=round(converged.t_s, 3),
+        final_convergence_s=None if converged_s is None else round(converged_s, 3),
         rss_mib_start=round(rss[0][1] / 2**20, 1),
         rss_mib_after_warmup=round(baseline / 2**20, 1),
         rss_mib_end=round(last / 2**20, 1),
         rss_growth_after_warmup=round(growth, 4),
         warmup_s=WARMUP_S,
     )
+    assert not not_converged, not_converged
     assert not outside, f"{len(outside)} reads failed outside the injected faults: {codes(outside)}"
     assert growth < 0.05, (
         f"RSS grew {growth:.1%} after warm-up ({baseline / 2**20:.1f} -> {last / 2**20:.1f} MiB): "
