@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 BOOT := scripts/bootstrap
 
-.PHONY: install proto proto-check lint typecheck buf test test-faults soak bench run docker clean
+.PHONY: install proto proto-check lint typecheck buf test test-faults scaleout manifests soak bench run docker clean
 
 install:
 	$(BOOT)
@@ -26,6 +26,12 @@ typecheck: install
 
 test:
 	scripts/test
+
+scaleout: install
+	.venv/bin/pytest tests/scaleout -m scaleout -s -p no:cacheprovider
+
+manifests: install
+	$(PY) scripts/check_manifests.py
 
 test-faults: install
 	.venv/bin/pytest tests/faults -m "faults" -p no:cacheprovider
