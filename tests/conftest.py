@@ -62,6 +62,7 @@ def service_settings(wrapper_url: str, redis_url: str, **overrides: Any) -> Sett
         "tenants": ["acme", "globex"],
         "resync_jitter_s": 0.0,
         "grace_s": 1.0,
+        "drain_s": 0.0,
     }
     values.update(overrides)
     return Settings.model_validate(values)
@@ -81,7 +82,7 @@ def start_service() -> Iterator[Callable[[Settings], Service]]:
 
     yield start
     for service in started:
-        service.stop(0)
+        service.stop(0, drain_s=0)
 
 
 @pytest.fixture

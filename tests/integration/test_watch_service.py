@@ -86,7 +86,7 @@ def test_near_cache_converges_after_a_burst_and_a_restart(
                 set_cost(dev_wrapper, "acme", code, f"{round_}.{i}5")
         wait_for(converged, timeout=10, what="the near-cache to converge after a burst")
 
-        service.stop(0)
+        service.stop(0, drain_s=0)
         for i, code in enumerate(CODES):  # changed while no server is up: only a resync can tell
             set_cost(dev_wrapper, "acme", code, f"77.{i}")
         start_service(service_settings(dev_wrapper.url, redis_server.url, port=port, watch_heartbeat_s=0.5))

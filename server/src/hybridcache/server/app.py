@@ -225,11 +225,17 @@ class Service:
         while not self.stopping.wait(interval * random.uniform(1 - _REFRESH_JITTER, 1 + _REFRESH_JITTER)):
             self.feed.ingestor.worker.request_resync()
 
-    def stop(self, grace_s: float | None = None) -> None:
-        """Health NOT_SERVING, end streams, let in-flight unary RPCs finish within the grace period."""
+    def stop(self, grace_s: float | None = None, drain_s: float | None = None) -> None:
+        """Health NOT_SERVING, end streams, keep taking calls for the drain period (balancers and
+        health watchers move away), then refuse new calls and let in-flight ones finish within
+        the grace period."""
         if self.stopping.is_set():
             return
         self.stopping.set()  # streams see it and end with UNAVAILABLE; clients reconnect elsewhere
+        self._set_serving(False)
+        drain = self.settings.drain_s if drain_s is None else drain_s
+        if drain > 0:
+            time.sleep(drain)  # deliberately serving while NOT_SERVING is observed
         self.health.enter_graceful_shutdown()
         grace = self.settings.grace_s if grace_s is None else grace_s
         self.server.stop(grace).wait()

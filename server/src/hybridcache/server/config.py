@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         1 << 20, ge=1024, description="Largest request or response message, in bytes."
     )
     grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight RPCs may take to finish.")
+    drain_s: float = Field(
+        2.0,
+        ge=0,
+        description="On SIGTERM, how long health says NOT_SERVING while calls are still taken, so balancers move away.",
+    )
     workers: int = Field(
         1,
         ge=1,
