@@ -87,7 +87,7 @@ class LoadDriver:
             i += 1
             sent = time.monotonic()
             try:
-                reply = self.client.get_credit_cost(TENANT, code, timeout=2.0)
+                reply = self.client.get_credit_cost(TENANT, code)
                 value: Decimal | None = Decimal(reply.credit_cost.cost.value)
                 error = ""
             except HybridCacheError as exc:
