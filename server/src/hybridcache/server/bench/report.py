@@ -45,6 +45,7 @@ def group_json(group: Group, env: dict[str, Any]) -> dict[str, Any]:
         "group": group.name,
         "env": {
             **env,
+            "load_average_1m_at_start": group.load_at_start,  # this group's, not the run's
             "load_average_1m_at_end": cpus.load_average(),
             "seconds": round(time.time() - group.started, 1),
         },

@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
                 continue
             data = report.group_json(group, env)
             report.print_group(data)
-            if not args.no_write:
+            if not args.no_write and not plan.quick:  # a smoke run never replaces real figures
                 report.write_group(args.results, data)
     if not args.no_write and not plan.quick:
         report.write_markdown(args.doc, report.load_groups(args.results))
