@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from hybridcache.server.app import policies_from
 from hybridcache.server.config import ConfigError, load_settings
 from hybridcache.server.core.kinds import Kind, Tier, WhenWrapperDown
@@ -79,3 +80,12 @@ def test_readme_table_lists_every_variable() -> None:
         sys.path.pop(0)
     readme = (ROOT / "README.md").read_text()
     assert config_table() in readme, "README's configuration table is stale: run scripts/config_table.py"
+
+
+def test_policy_overrides_are_typed_and_checked() -> None:
+    settings = load_settings(
+        {"HYBRIDCACHE_KIND_POLICIES": '{"credit-costs": {"tier": "on-demand", "ttl_s": 5}}'}
+    )
+    assert policies_from(settings)[Kind.CREDIT_COSTS].tier is Tier.ON_DEMAND
+    with pytest.raises(ConfigError, match="HYBRIDCACHE_KIND_POLICIES: user-profiles cannot be replicated"):
+        load_settings({"HYBRIDCACHE_KIND_POLICIES": '{"user-profiles": {"tier": "replica"}}'})

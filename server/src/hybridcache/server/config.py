@@ -6,15 +6,18 @@ step). A bad value stops start-up with one line naming the variable (`load_setti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from hybridcache.server.core.errors import InvalidRequest
-from hybridcache.server.core.kinds import Kind, Tier, WhenWrapperDown
-from hybridcache.server.validation import check_tenant_id
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from hybridcache.server.core.errors import InvalidRequest
+from hybridcache.server.core.kinds import Kind, Tier, WhenWrapperDown
+from hybridcache.server.core.policy import DEFAULT_POLICIES
+from hybridcache.server.validation import check_tenant_id
 
 ENV_PREFIX = "HYBRIDCACHE_"
 
@@ -67,7 +70,9 @@ class Settings(BaseSettings):
     drain_s: float = Field(
         2.0,
         ge=0,
-        description="On SIGTERM, how long health says NOT_SERVING while calls are still taken, so balancers move away.",
+        description=(
+            "On SIGTERM, how long health says NOT_SERVING while still taking calls, so balancers move away."
+        ),
     )
     workers: int = Field(
         1,
@@ -200,19 +205,23 @@ class Settings(BaseSettings):
     @field_validator("kind_policies", mode="before")
     @classmethod
     def _policies_json(cls, value: object) -> object:
+        """JSON -> {kind: {field: typed value}} (tiers and when_down become their enums)."""
         if isinstance(value, str):
             value = json.loads(value) if value.strip() else {}
         if not isinstance(value, Mapping):
             raise ValueError("must be a JSON object of kind -> overrides")
+        typed: dict[str, dict[str, Any]] = {}
         for kind, overrides in value.items():
             if not isinstance(overrides, Mapping):
                 raise ValueError(f"overrides for {kind!r} must be a JSON object")
             unknown = set(overrides) - set(_POLICY_FIELDS)
             if unknown:
                 raise ValueError(f"unknown policy field(s) for {kind!r}: {', '.join(sorted(unknown))}")
-            for name, raw in overrides.items():
-                _POLICY_FIELDS[name](raw)  # raises ValueError for a bad value
-        return value
+            typed[kind] = {name: _POLICY_FIELDS[name](raw) for name, raw in overrides.items()}
+            # Build the policy now, so an impossible one (e.g. replicating a kind the Wrapper
+            # has no snapshot of) stops start-up with a message naming this variable.
+            dataclasses.replace(DEFAULT_POLICIES[Kind(kind)], **typed[kind])
+        return typed
 
     @field_validator("callers", mode="before")
     @classmethod

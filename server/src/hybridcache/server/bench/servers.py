@@ -101,29 +101,10 @@ def _serve_service(conn: Connection, env: Mapping[str, str]) -> None:
     from hybridcache.server.config import load_settings  # noqa: PLC0415
 
     settings = load_settings({"HYBRIDCACHE_HOST": "127.0.0.1", "HYBRIDCACHE_PORT": "0", **env})
-    settings = settings.model_copy(update={"kind_policies": _typed_policies(settings.kind_policies)})
     service = create_service(settings, extra_handlers=[bench_handler()])
     conn.send(service.port)
     conn.recv()
     service.stop(1)
-
-
-def _typed_policies(overrides: Mapping[Any, Mapping[str, Any]]) -> dict[Any, dict[str, Any]]:
-    """Workaround: in this build `policies_from` copies override values as the JSON gave them,
-    so `"tier": "on-demand"` stays a str and the core's `tier is Tier.ON_DEMAND` checks miss
-    it (KeyError on the first on-demand read). Convert the two enum fields here, so the
-    strategy table can run; harmless once the service converts them itself."""
-    from hybridcache.server.core.kinds import Tier, WhenWrapperDown  # noqa: PLC0415
-
-    typed: dict[Any, dict[str, Any]] = {}
-    for kind, fields in overrides.items():
-        fixed = dict(fields)
-        if "tier" in fixed:
-            fixed["tier"] = Tier(fixed["tier"])
-        if "when_down" in fixed:
-            fixed["when_down"] = WhenWrapperDown(fixed["when_down"])
-        typed[kind] = fixed
-    return typed
 
 
 def _child_main(kind: str, env: Mapping[str, str], conn: Connection) -> None:
