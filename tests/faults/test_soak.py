@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -222,6 +223,8 @@ def test_soak(figures: Figures) -> None:
         reads_failed_outside_faults=len(outside),
         reads_failed_inside_restart_windows=len(inside),
         failed_codes=codes(outside + inside),
+        failed_by_op=dict(Counter(o.request.op for o in outside + inside)),
+        failed_latency_ms=sorted(round(o.latency_s * 1000) for o in outside + inside)[:40],
         read_latency_ms_p50=round(percentile(latencies, 50) * 1000, 2),
         read_latency_ms_p99=round(percentile(latencies, 99) * 1000, 2),
         changes_made=writer.done,
