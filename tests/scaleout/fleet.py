@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,16 +45,20 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, *, poll
 
 
 class TimelineProxy:
-    """A TCP proxy to the Wrapper that records the arrival time of every HTTP request.
+    """A TCP proxy to the Wrapper that records every HTTP request's start and end.
 
     The fleet only sends GETs (no bodies), so a request ends at each blank line
-    (`\\r\\n\\r\\n`) of the client-to-Wrapper byte stream; keep-alive connections carry many.
+    (`\r\n\r\n`) of the client-to-Wrapper byte stream; keep-alive connections carry many,
+    one at a time (no pipelining), so responses pair with requests in order. A response
+    ends after its headers and `Content-Length` bytes of body (the Wrapper always sends it).
+    `times` holds request starts; `spans` holds (start, end) of answered requests.
     Runs its own asyncio loop on a thread of the test process.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.times: list[float] = []  # monotonic; appended on the loop thread only
+        self.spans: list[tuple[float, float]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._server: asyncio.base_events.Server | None = None
@@ -85,25 +91,83 @@ class TimelineProxy:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, up_writer, count=True), self._pipe(up_reader, writer))
+        open_requests: collections.deque[float] = collections.deque()
+        await asyncio.gather(
+            self._requests(reader, up_writer, open_requests),
+            self._responses(up_reader, writer, open_requests),
+        )
 
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, count: bool = False
+    async def _requests(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        open_requests: collections.deque[float],
     ) -> None:
         tail = b""
         try:
             while data := await reader.read(65536):
-                if count:
-                    joined = tail + data
-                    now = time.monotonic()
-                    self.times.extend([now] * joined.count(b"\r\n\r\n"))
-                    tail = joined[-3:]
+                joined = tail + data
+                now = time.monotonic()
+                for _ in range(joined.count(b"\r\n\r\n")):
+                    self.times.append(now)
+                    open_requests.append(now)
+                tail = joined[-3:]
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
+
+    async def _responses(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        open_requests: collections.deque[float],
+    ) -> None:
+        pending = b""
+        body_left: int | None = None  # None: reading headers
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                pending += data
+                while True:
+                    if body_left is None:
+                        head_end = pending.find(b"\r\n\r\n")
+                        if head_end < 0:
+                            break
+                        head = pending[:head_end].lower()
+                        pending = pending[head_end + 4 :]
+                        match = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
+                        body_left = int(match.group(1)) if match else 0
+                    take = min(body_left, len(pending))
+                    pending, body_left = pending[take:], body_left - take
+                    if body_left:
+                        break
+                    body_left = None
+                    if open_requests:
+                        self.spans.append((open_requests.popleft(), time.monotonic()))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def in_flight_peak(self, since: float) -> int:
+        """Most requests the Wrapper was working on at once, among those started after `since`."""
+        edges = sorted(
+            [(start, 1) for start, _ in self.spans if start >= since]
+            + [(end, -1) for start, end in self.spans if start >= since]
+        )
+        level = best = 0
+        for _, step in edges:
+            level += step
+            best = max(best, level)
+        return best
+
+    def latencies(self, since: float) -> list[float]:
+        """Seconds from request to complete response, for requests started after `since`."""
+        return sorted(end - start for start, end in list(self.spans) if start >= since)
 
     def count_since(self, since: float) -> int:
         times = list(self.times)
