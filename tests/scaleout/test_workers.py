@@ -59,6 +59,35 @@ def test_two_workers_share_one_port_and_stop_together() -> None:
         wait_until(lambda: _port_closed(port), 10, "every worker to have left the port")
 
 
+@pytest.mark.timeout(120)
+def test_a_worker_that_dies_takes_the_set_down() -> None:
+    """Worker 1 cannot bind its metrics port (METRICS_PORT + 1 is taken): the supervisor
+    stops worker 0 and exits non-zero, for the process manager to restart the set."""
+    with tempfile.TemporaryDirectory(prefix="hc-workers-") as tmp, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics_port = taken.getsockname()[1] - 1
+        port = free_port()
+        nowhere = f"127.0.0.1:{free_port()}"
+        env = replica_env(
+            f"http://{nowhere}",
+            f"redis://{nowhere}/0",
+            port,
+            HYBRIDCACHE_WORKERS="2",
+            HYBRIDCACHE_TENANTS="",
+            HYBRIDCACHE_METRICS_PORT=str(metrics_port),
+        )
+        server = ServerProcess(env, Path(tmp) / "workers.log").start(wait=False)
+        try:
+            status = server.wait(60)
+        finally:
+            server.stop()
+        log = server.log_path.read_text(errors="replace")
+        assert status != 0, log[-2000:]
+        assert "worker 1 exited" in log, log[-2000:]
+        wait_until(lambda: _port_closed(port), 10, "worker 0 to have left the port")
+
+
 def test_workers_need_a_fixed_port() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "hybridcache.server.cli", "serve", "--workers", "2"],
