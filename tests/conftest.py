@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from hybridcache.server.app import Service, create_service
 from hybridcache.server.config import Settings
 from hybridcache.server.devwrapper import launch

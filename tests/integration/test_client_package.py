@@ -36,6 +36,7 @@ import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from hybridcache.client import (
     AsyncHybridCacheClient,
     ClientConfig,
@@ -55,7 +56,6 @@ from hybridcache.client import (
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-
 from tests.helpers import wait_for
 
 TENANT = "acme"

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+
 from hybridcache.server.codec import parse_item
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.devwrapper import DevWrapperProcess, launch

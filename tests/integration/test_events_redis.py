@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost
 from hybridcache.server.events.decode import DecoderConfig
@@ -27,7 +28,6 @@ from hybridcache.server.events.reader import Freshness, RedisReader
 from hybridcache.server.events.signing import sign
 from hybridcache.server.events.stream_reader import RedisStreamReader, stream_key
 from hybridcache.server.events.subscriber import RedisSubscriber
-
 from tests.redis_server import RedisServer
 from tests.unit.events.fakes import FakeCache, NoticeLog, wait_until
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hybridcache.server.app import Service
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+
 from hybridcache.server.app import Service
 from hybridcache.server.auth import token_sha256
 from hybridcache.server.devwrapper import launch
@@ -23,7 +24,6 @@ from hybridcache.server.readiness import wait_serving
 from hybridcache.server.redis_process import RedisProcess, free_port
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 

@@ -14,6 +14,7 @@ import grpc
 import httpx
 import pytest
 import redis
+
 from hybridcache.server.app import Service
 from hybridcache.server.devwrapper import launch
 from hybridcache.server.events.stream_reader import stream_key
@@ -21,7 +22,6 @@ from hybridcache.server.events.subscriber import default_patterns
 from hybridcache.server.redis_process import RedisProcess
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-
 from tests.conftest import WRAPPER_TOKEN
 
 TENANTS = ("acme", "globex")
@@ -232,7 +232,6 @@ def test_other_bad_inputs(stub: pb_grpc.HybridCacheStub) -> None:
 
 def test_wrapper_down_gives_unavailable_within_the_deadline(start_service: Any, redis_server: Any) -> None:
     from hybridcache.server.redis_process import free_port
-
     from tests.conftest import service_settings
 
     dead_wrapper = f"http://127.0.0.1:{free_port()}"

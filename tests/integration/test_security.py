@@ -8,13 +8,13 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from hybridcache.server.app import Service
 from hybridcache.server.auth import token_sha256
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from tests.conftest import service_settings
 from tests.integration.test_rpcs import error_reason
 

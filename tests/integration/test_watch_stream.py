@@ -19,13 +19,13 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost
 from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter, decode_token
 from hybridcache.server.watch import serve_watch
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-
 from tests.helpers import wait_for
 
 CALL_TIMEOUT_S = 30  # every RPC has a deadline, so a broken server fails a test instead of hanging it

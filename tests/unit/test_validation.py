@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import pytest
-from hybridcache.server.core.errors import InvalidRequest
-from hybridcache.server.validation import MAX_BATCH, check_batch, check_key, check_tenant_id, check_user_id
 from hypothesis import given
 from hypothesis import strategies as st
+
+from hybridcache.server.core.errors import InvalidRequest
+from hybridcache.server.validation import MAX_BATCH, check_batch, check_key, check_tenant_id, check_user_id
 
 pytestmark = pytest.mark.timeout(30)
 

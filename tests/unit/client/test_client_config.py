@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+
 from hybridcache.client import ClientConfig, KeepAliveConfig, RetryPolicy, TLSConfig, WatchConfig
 from hybridcache.client._channel import resolve_target
 from hybridcache.client._config import call_metadata, channel_options, service_config

@@ -14,10 +14,11 @@ from decimal import Decimal
 from typing import Any
 
 import grpc
-from hybridcache.client import NearCache, NotFound
-from hybridcache.v1 import hybridcache_pb2 as pb
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hybridcache.client import NearCache, NotFound
+from hybridcache.v1 import hybridcache_pb2 as pb
 
 OPS = ("op.a", "op.b")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+
 from hybridcache.client._status_details import (
     STATUS_DETAILS_KEY,
     StatusDetails,

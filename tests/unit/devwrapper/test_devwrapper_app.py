@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from hybridcache.server.codec import parse_item
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.devwrapper.app import create_app

@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 
 import pytest
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.devwrapper.events import dumps_exact, event_for
 from hybridcache.server.devwrapper.seed import demo_tenants

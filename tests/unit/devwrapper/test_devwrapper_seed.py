@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from hybridcache.server.core.values import canonical_decimal
 from hybridcache.server.devwrapper.seed import (
     FLAG_KEYS,

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from hybridcache.server.codec import parse_item
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost, OrgUnit, UserProfile, UserStatus

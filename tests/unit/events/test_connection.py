@@ -6,6 +6,7 @@ import socket
 
 import pytest
 import redis
+
 from hybridcache.server.events.connection import (
     SentinelUrl,
     SocketOptions,

@@ -6,6 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost, FeatureFlag, RolePermissions, UserStatus
 from hybridcache.server.events.decode import (
@@ -18,8 +21,6 @@ from hybridcache.server.events.decode import (
 )
 from hybridcache.server.events.signing import sign
 from hybridcache.server.events.stats import REJECTION_REASONS
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 NOW_MS = 1_700_000_000_000
 CONFIG = DecoderConfig()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from hybridcache.server.core.errors import WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost, FeatureFlag

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from hybridcache.server.events.ratelog import RateLimitedLog
 
 

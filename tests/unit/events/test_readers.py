@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from hybridcache.server.events.stats import EventStats
 from hybridcache.server.events.stream_reader import RedisStreamReader, format_id, parse_id, stream_key
 from hybridcache.server.events.subscriber import RedisSubscriber, default_patterns

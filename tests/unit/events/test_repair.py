@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.events.ingest import EventIngestor

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+
 from hybridcache.server.events.signing import SignatureError, sign, verify
 
 KEY = b"shared-secret"

@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.hub import ANY_TENANT, ChangeHub, HubEvent, Item, ResyncNeeded, Sequenced, WatchFilter
-
 from tests.unit.hub.hub_support import assert_gap_free, event
 
 N_EVENTS = 30_000

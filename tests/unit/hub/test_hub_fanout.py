@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.hub import (
     ANY_TENANT,
@@ -17,7 +18,6 @@ from hybridcache.server.hub import (
     ResyncNeeded,
     Sequenced,
 )
-
 from tests.unit.hub.hub_support import drain, event, only, publish_many, sequences
 
 

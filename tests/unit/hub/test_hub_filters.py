@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.hub import (
     ANY_TENANT,
@@ -11,7 +12,6 @@ from hybridcache.server.hub import (
     WatchFilter,
     resolve_tenants,
 )
-
 from tests.unit.hub.hub_support import event, only
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from hybridcache.server.hub import StreamLimiter, StreamLimitError
 
 

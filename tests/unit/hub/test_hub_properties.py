@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.hub import (
     ANY_TENANT,
@@ -14,10 +18,6 @@ from hybridcache.server.hub import (
     Subscription,
     WatchFilter,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
-
 from tests.unit.hub.hub_support import assert_gap_free, drain, event
 
 TENANTS = ("a", "b")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import (
     CreditCost,
@@ -15,7 +16,6 @@ from hybridcache.server.core.values import (
 )
 from hybridcache.server.hub import REASON_FELL_BEHIND, ResyncNeeded, Sequenced, to_proto
 from hybridcache.v1 import hybridcache_pb2 as pb
-
 from tests.unit.hub.hub_support import event
 
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 import base64
 
 import pytest
-from hybridcache.server.hub import ResumePoint, decode_token, encode_token
 from hypothesis import given
 from hypothesis import strategies as st
+
+from hybridcache.server.hub import ResumePoint, decode_token, encode_token
 
 
 @given(

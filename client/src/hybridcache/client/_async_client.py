@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
+
 from hybridcache.client._async_watch import AsyncWatchStream
 from hybridcache.client._channel import Target, create_aio_channel
 from hybridcache.client._client import watch_request

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+
 from hybridcache.client._config import WatchConfig
 from hybridcache.client._watch import Backoff, ProgressCallback, ResyncCallback, WatchState, is_terminal
 from hybridcache.client.errors import from_rpc_error

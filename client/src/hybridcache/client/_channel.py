@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+
 from hybridcache.client._config import ClientConfig, channel_options
 
 Target = str | Sequence[str]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import grpc
+
 from hybridcache.client._channel import Target, create_channel
 from hybridcache.client._config import ClientConfig, call_metadata
 from hybridcache.client._watch import ProgressCallback, ResyncCallback, WatchStream

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+
 from hybridcache.client._config import WatchConfig
 from hybridcache.client.errors import from_rpc_error
 from hybridcache.v1 import hybridcache_pb2 as pb

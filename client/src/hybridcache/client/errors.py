@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
+
 from hybridcache.client._status_details import StatusDetails, details_from_trailers
 
 __all__ = [

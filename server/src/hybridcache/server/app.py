@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from hybridcache.server.auth import Authenticator, Caller
 from hybridcache.server.config import Settings
 from hybridcache.server.core import DEFAULT_POLICIES, HybridCache, KindPolicy

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
 from hybridcache.server.auth import Authenticator, Caller
 from hybridcache.server.errors import abort
 from hybridcache.server.metrics import Metrics

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
+
 from hybridcache.server import convert
 from hybridcache.server.auth import Caller
 from hybridcache.server.core import HybridCache, Read

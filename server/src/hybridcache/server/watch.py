@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 import grpc
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.errors import abort
 from hybridcache.server.hub import (

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
 from hybridcache.server import codec
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.devwrapper.deps import (
     INVALID,

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.devwrapper.deps import NOT_FOUND, UNAUTHORIZED, Ctx, TenantId, require_token
 from hybridcache.server.devwrapper.models import (
@@ -25,7 +27,6 @@ from hybridcache.server.devwrapper.models import (
     UserProfileItem,
     UserStatusItem,
 )
-from pydantic import BaseModel
 
 router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(require_token)], responses=UNAUTHORIZED)
 

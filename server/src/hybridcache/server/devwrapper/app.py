@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from hybridcache.server.devwrapper import admin_routes, api_routes
 from hybridcache.server.devwrapper.defaults import DEFAULT_APP, DEFAULT_TOKEN
 from hybridcache.server.devwrapper.deps import ApiError, WrapperContext
 from hybridcache.server.devwrapper.instrument import ApiInstrumentation, ConnectionRegistry
 from hybridcache.server.devwrapper.publisher import Publisher
 from hybridcache.server.devwrapper.store import InvalidChangeError, Store, StoreError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 API_VERSION = "1.0.0"  # of the HTTP API, not of the package: docs/wrapper-api.yaml must not churn
 

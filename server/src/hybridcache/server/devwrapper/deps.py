@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from hybridcache.server.devwrapper.defaults import DEFAULT_APP, DEFAULT_TOKEN
 from hybridcache.server.devwrapper.instrument import FaultState, RequestStats
 from hybridcache.server.devwrapper.models import ErrorBody

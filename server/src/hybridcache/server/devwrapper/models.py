@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from hybridcache.server.core.values import canonical_decimal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from hybridcache.server.core.values import canonical_decimal
 
 
 class _Model(BaseModel):

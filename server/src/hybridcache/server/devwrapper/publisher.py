@@ -11,11 +11,12 @@ import logging
 from enum import StrEnum
 
 import redis.asyncio as aioredis
-from hybridcache.server.events.connection import SENTINEL_SCHEMES, parse_sentinel_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from hybridcache.server.events.connection import SENTINEL_SCHEMES, parse_sentinel_url
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 from hybridcache.server.devwrapper.app import create_app
 from hybridcache.server.devwrapper.defaults import DEFAULT_APP, DEFAULT_TOKEN, READY_PREFIX
 from hybridcache.server.devwrapper.instrument import ConnectionRegistry
 from hybridcache.server.devwrapper.publisher import DEFAULT_STREAM_MAXLEN, Publisher, PublishMode
 from hybridcache.server.devwrapper.seed import demo_tenants, scaled_tenants
 from hybridcache.server.devwrapper.store import Store
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Protocol
 
 import redis
+
 from hybridcache.server.events.connection import RedisHandle, SocketOptions, open_redis
 from hybridcache.server.events.ratelog import RateLimitedLog
 from hybridcache.server.events.stats import EventStats

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+
 from hybridcache.server.events.connection import RedisHandle, SocketOptions
 from hybridcache.server.events.decode import APP_RE
 from hybridcache.server.events.reader import EventSink, RedisReader

@@ -7,6 +7,7 @@ lead's `convert.py` is the general domain->proto home; these will move there.
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost, FeatureFlag, RolePermissions, UserStatus, Value
 from hybridcache.server.hub.events import ResyncNeeded, Sequenced
