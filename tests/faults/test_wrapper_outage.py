@@ -49,7 +49,7 @@ def test_wrapper_down_degrades_gracefully(scale: Scale, figures: Figures) -> Non
     results: dict[str, dict[str, object]] = {}
     problems: list[str] = []
     with stack() as s:
-        # when_down stays the default (serve-stale): naming it is a known bug, see
+        # when_down stays the default (serve-stale); naming it explicitly is covered by
         # test_when_down_override_keeps_serving_stale below.
         policy = {"ttl_s": TTL_S, "max_stale_s": max_stale, "adaptive_ttl": False, "refresh_ahead": 0.0}
         s.spawn_server(  # a subprocess: the load generated here must not share the server's GIL
@@ -178,16 +178,10 @@ def test_wrapper_down_degrades_gracefully(scale: Scale, figures: Figures) -> Non
 
 @pytest.mark.faults
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HYBRIDCACHE_KIND_POLICIES values stay raw strings: app.policies_from() does "
-        "dataclasses.replace(policy, when_down='serve-stale'), and ReferenceCache._fallback tests "
-        "`policy.when_down is not WhenWrapperDown.SERVE_STALE` (identity), so naming the default "
-        "explicitly turns stale serving off: the read fails UNAVAILABLE instead of answering STALE"
-    ),
-)
 def test_when_down_override_keeps_serving_stale() -> None:
+    """Found by scenario 3 (then an xfail): an explicit {"when_down": "serve-stale"} stayed a raw
+    string and `policy.when_down is WhenWrapperDown.SERVE_STALE` was False, so stale serving
+    was off. Fixed in b35ab68 (overrides typed at start); kept as a regression test."""
     with stack() as s:
         policy = {"ttl_s": 0.3, "max_stale_s": 30.0, "adaptive_ttl": False, "when_down": "serve-stale"}
         s.start_service(kind_policies={"user-profiles": policy})
