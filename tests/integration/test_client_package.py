@@ -278,7 +278,10 @@ def client(server: Running) -> Iterator[HybridCacheClient]:
 
 
 def _client_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("hybridcache-")]
+    # The client's own threads only (a server in this process names its threads hybridcache-* too).
+    return [
+        t for t in threading.enumerate() if t.name.startswith(("hybridcache-watch", "hybridcache-near-cache"))
+    ]
 
 
 # -- watch messages --

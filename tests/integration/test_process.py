@@ -49,7 +49,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(
         "HYBRIDCACHE_TENANTS": "acme",
         "HYBRIDCACHE_INSECURE_DEV_MODE": "true",
         "HYBRIDCACHE_GRACE_S": "5",
-        "HYBRIDCACHE_DRAIN_S": "2",
+        "HYBRIDCACHE_DRAIN_S": "3",
     }
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen([str(BIN / "hybridcache"), "serve"], env=env, stdout=log, stderr=log)
@@ -83,7 +83,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(
             server.send_signal(signal.SIGTERM)
             wait_for(
                 lambda: health_status(watcher) == health_pb2.HealthCheckResponse.NOT_SERVING,
-                timeout=1.5,
+                timeout=2.5,
                 what="health NOT_SERVING within the drain period after SIGTERM",
             )
         caller.join(15)

@@ -108,7 +108,12 @@ class Service:
         self.servicer = HybridCacheServicer(
             self.cache, freshness=self.freshness, watch=watch, stats_extra=self._stats_extra
         )
-        self.server = _grpc_server(settings, self._gate(extra_handlers))
+        # Each open WatchChanges stream holds a pool thread in the sync server (DESIGN §7):
+        # the pool is the unary workers plus the stream cap.
+        self._rpc_pool = ThreadPoolExecutor(
+            max_workers=settings.rpc_workers + settings.max_streams, thread_name_prefix="hybridcache-rpc"
+        )
+        self.server = _grpc_server(settings, self._gate(extra_handlers), self._rpc_pool)
         pb_grpc.add_HybridCacheServicer_to_server(self.servicer, self.server)
         self.server.add_generic_rpc_handlers(tuple(extra_handlers))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -241,17 +246,14 @@ class Service:
         grace = self.settings.grace_s if grace_s is None else grace_s
         self.server.stop(grace).wait()
         self.feed.stop()
+        self._rpc_pool.shutdown(wait=False)  # grpc does not own the pool it was given
         self._background.shutdown(wait=False, cancel_futures=True)
         self.wrapper.close()
 
 
-def _grpc_server(settings: Settings, gate: Gate) -> grpc.Server:
+def _grpc_server(settings: Settings, gate: Gate, pool: ThreadPoolExecutor) -> grpc.Server:
     return grpc.server(
-        # Each open WatchChanges stream holds a pool thread in the sync server (DESIGN §7):
-        # the pool is the unary workers plus the stream cap.
-        ThreadPoolExecutor(
-            max_workers=settings.rpc_workers + settings.max_streams, thread_name_prefix="hybridcache-rpc"
-        ),
+        pool,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
