@@ -22,13 +22,13 @@ class CacheError(Exception):
             self.reason = reason
 
 
-class NotFound(CacheError):
+class NotFound(CacheError):  # noqa: N818 (the names are the API)
     reason = "NOT_FOUND"
 
 
-class WrapperUnavailable(CacheError):
+class WrapperUnavailable(CacheError):  # noqa: N818 (the names are the API)
     reason = "WRAPPER_UNAVAILABLE"
 
 
-class InvalidRequest(CacheError):
+class InvalidRequest(CacheError):  # noqa: N818 (the names are the API)
     reason = "INVALID_ARGUMENT"

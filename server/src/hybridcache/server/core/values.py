@@ -22,7 +22,7 @@ def canonical_decimal(raw: str | int | Decimal) -> str:
     "2.50" -> "2.5", "3.0" -> "3", 3 -> "3". Raises ValueError for anything that is not a
     finite decimal number (floats are refused: parse JSON with parse_float=Decimal).
     """
-    if isinstance(raw, bool) or isinstance(raw, float):
+    if isinstance(raw, bool | float):
         raise ValueError("credits must be an exact decimal, not a binary float")
     try:
         value = Decimal(raw) if not isinstance(raw, Decimal) else raw

@@ -1,0 +1,238 @@
+"""`HybridCache`: the cache core's one entry point, routing each kind to its tier.
+
+    REPLICA kinds   -> ReplicaSet      (replica.py)    full per-tenant copy, events keep it current
+    ON_DEMAND kinds -> ReferenceCache  (reference.py)  bounded LRU + adaptive TTL
+
+No I/O of its own: the Wrapper is reached only through the injected `WrapperSource`, time
+only through the injected `clock`, background refreshes only through the injected `submit`.
+
+Threads: gRPC worker threads call the reads (get, get_many, check_permission) concurrently;
+the event thread calls apply / refetch / invalidate / resync. Hits take no lock. Lock order:
+there is none to get wrong — each store has one leaf lock (`ReplicaSet._lock`,
+`ReferenceCache._lock`); they are never held together, and never held across a Wrapper call,
+a wait on another thread's fetch, or `submit`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from hybridcache.server.core.errors import InvalidRequest, NotFound
+from hybridcache.server.core.kinds import Kind, Tier
+from hybridcache.server.core.permissions import Grants, PermissionDecision, PermissionReason, decide
+from hybridcache.server.core.policy import DEFAULT_POLICIES, KindPolicy
+from hybridcache.server.core.reference import ReferenceCache, Submit
+from hybridcache.server.core.replica import ReplicaSet
+from hybridcache.server.core.results import MISSING, ApplyOutcome, Change, Read, Source
+from hybridcache.server.core.source import WrapperSource
+from hybridcache.server.core.stats import CacheStats, Counters, KindStats, kind_stats
+from hybridcache.server.core.values import RolePermissions, UserStatus, Value
+
+__all__ = [
+    "MISSING",
+    "ApplyOutcome",
+    "CacheStats",
+    "Change",
+    "HybridCache",
+    "KindStats",
+    "PermissionDecision",
+    "PermissionReason",
+    "Read",
+    "Source",
+]
+
+_TENANT_NOT_FOUND = "TENANT_NOT_FOUND"  # NotFound.reason for an unknown tenant (core and Wrapper client)
+
+Reader = Callable[[str, Kind, str, float | None], Read]
+
+
+class HybridCache:
+    def __init__(
+        self,
+        source: WrapperSource,
+        policies: Mapping[Kind, KindPolicy] = DEFAULT_POLICIES,
+        *,
+        max_reference_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        submit: Submit | None = None,
+    ) -> None:
+        """`submit` runs a background refresh (stale-while-revalidate), e.g. a ThreadPoolExecutor's
+        `submit`; None: no refresh-ahead, entries are refetched when they expire."""
+        for kind, policy in policies.items():
+            if policy.kind is not kind:
+                raise ValueError(f"the policy filed under {kind} is for {policy.kind}")
+        self._policies = dict(policies)
+        self._counters = {kind: Counters() for kind in self._policies}
+        replicated = [p for p in self._policies.values() if p.tier is Tier.REPLICA]
+        self._replica = ReplicaSet(
+            source,
+            [p.kind for p in replicated],
+            self._counters,
+            clock=clock,
+            unknown_tenant_ttl_s=min((p.negative_ttl_s for p in replicated), default=0.0),
+        )
+        self._reference = ReferenceCache(
+            source,
+            {k: p for k, p in self._policies.items() if p.tier is Tier.ON_DEMAND},
+            self._counters,
+            max_entries=max_reference_entries,
+            clock=clock,
+            submit=submit,
+        )
+        self._readers: dict[Kind, Reader] = {
+            kind: self._replica.get if policy.tier is Tier.REPLICA else self._reference.get
+            for kind, policy in self._policies.items()
+        }
+        self._has_replica = bool(replicated)
+        self._replicated_permissions = all(
+            kind in self._policies and self._policies[kind].tier is Tier.REPLICA
+            for kind in (Kind.USER_STATUS, Kind.ROLE_PERMISSIONS)
+        )
+
+    def _tier(self, kind: Kind) -> Tier:
+        policy = self._policies.get(kind)
+        if policy is None:
+            raise InvalidRequest(f"kind {kind} is not configured", reason="KIND_NOT_CONFIGURED")
+        return policy.tier
+
+    # --- reads
+
+    def get(self, tenant_id: str, kind: Kind, key: str, deadline: float | None = None) -> Read:
+        """One entity. Replica kinds: loads the tenant on first use, then a dict lookup (absent:
+        NotFound without a Wrapper call). On-demand kinds: LRU + TTL, single-flight fetch on a
+        miss, NOT_FOUND remembered, stale served within max_stale_s when the Wrapper is down."""
+        reader = self._readers.get(kind)
+        if reader is None:
+            raise InvalidRequest(f"kind {kind} is not configured", reason="KIND_NOT_CONFIGURED")
+        return reader(tenant_id, kind, key, deadline)
+
+    def get_many(
+        self, tenant_id: str, kind: Kind, keys: Sequence[str], deadline: float | None = None
+    ) -> tuple[dict[str, Read], list[str]]:
+        """(found by key, keys not found). An unknown tenant raises NotFound for the whole batch."""
+        if self._tier(kind) is Tier.REPLICA:
+            self._replica.tenant(tenant_id, deadline)
+        found: dict[str, Read] = {}
+        missing: list[str] = []
+        for key in keys:
+            try:
+                found[key] = self.get(tenant_id, kind, key, deadline)
+            except NotFound as exc:
+                if exc.reason == _TENANT_NOT_FOUND:
+                    raise
+                missing.append(key)
+        return found, missing
+
+    def check_permission(
+        self, tenant_id: str, user_id: str, permission: str, deadline: float | None = None
+    ) -> PermissionDecision:
+        """May `user_id` do `permission`? The first of the user's roles (in their order) with a
+        matching grant decides; see `permissions` for the grant syntax."""
+        if self._replicated_permissions:
+            return self._replica.check_permission(tenant_id, user_id, permission, deadline)
+        # Some operator made user status or roles on-demand: same rule, through get().
+        try:
+            read = self.get(tenant_id, Kind.USER_STATUS, user_id, deadline)
+        except NotFound as exc:
+            if exc.reason == _TENANT_NOT_FOUND:
+                raise
+            return decide(None, lambda _: None, permission, 0.0)
+        status = read.value
+        assert isinstance(status, UserStatus)
+
+        def grants_of(role_id: str) -> Grants | None:
+            try:
+                role = self.get(tenant_id, Kind.ROLE_PERMISSIONS, role_id, deadline).value
+            except NotFound:
+                return None
+            return Grants(role.permissions) if isinstance(role, RolePermissions) else None
+
+        return decide(status, grants_of, permission, read.age_s)
+
+    # --- tenants
+
+    def ensure_tenant(self, tenant_id: str, deadline: float | None = None) -> None:
+        """Load every replica kind of the tenant once (single-flight). NotFound for an unknown
+        tenant, remembered for the replica kinds' negative_ttl_s."""
+        if self._has_replica:
+            self._replica.tenant(tenant_id, deadline)
+
+    def loaded_tenants(self) -> list[str]:
+        return self._replica.loaded_tenants()
+
+    def is_loaded(self, tenant_id: str) -> bool:
+        return self._replica.is_loaded(tenant_id)
+
+    def resync_tenant(self, tenant_id: str, deadline: float | None = None) -> list[Change]:
+        """Reload every replica kind from fresh snapshots, swapping each kind's map atomically,
+        all kinds or none; returns the key-level diff. A tenant not yet loaded is loaded (diff [])."""
+        if not self._has_replica:
+            return []
+        return self._replica.resync(tenant_id, deadline)
+
+    # --- writes (events)
+
+    def apply(
+        self,
+        tenant_id: str,
+        kind: Kind,
+        key: str,
+        value: Value | None,
+        *,
+        version: int | None = None,
+        expected_old: object = MISSING,
+    ) -> tuple[ApplyOutcome, Change | None]:
+        """Apply an event's new value (None: deleted). Replica kinds: NOT_LOADED if the tenant is
+        not loaded; OLD_VERSION if `version` (default: value.version) is not newer than held;
+        OLD_VALUE_MISMATCH if `expected_old` (a Value, or None: "did not exist") differs from
+        what is held, versions aside — then call refetch. On-demand kinds: invalidate."""
+        if self._tier(kind) is Tier.ON_DEMAND:
+            self._reference.invalidate(tenant_id, kind, key)
+            return ApplyOutcome.INVALIDATED, None
+        return self._replica.apply(tenant_id, kind, key, value, version=version, expected_old=expected_old)
+
+    def refetch(self, tenant_id: str, kind: Kind, key: str, deadline: float | None = None) -> Change | None:
+        """Fetch one key of a replica kind again and store it (unless an event or snapshot
+        overtook the fetch); returns the Change if the held value changed. On-demand kinds:
+        invalidates (the next read fetches)."""
+        if self._tier(kind) is Tier.ON_DEMAND:
+            self._reference.invalidate(tenant_id, kind, key)
+            return None
+        return self._replica.refetch(tenant_id, kind, key, deadline)
+
+    def invalidate(self, tenant_id: str, kind: Kind, key: str) -> None:
+        """On-demand: drop the entry. Replica: the held value becomes a suspect — the next read
+        refetches it (and serves it as STALE if the Wrapper is down)."""
+        if self._tier(kind) is Tier.ON_DEMAND:
+            self._reference.invalidate(tenant_id, kind, key)
+        else:
+            self._replica.invalidate(tenant_id, kind, key)
+
+    def invalidate_kind(self, tenant_id: str, kind: Kind) -> None:
+        """On-demand: drop the tenant's entries of the kind. Replica: reload the kind on next read."""
+        if self._tier(kind) is Tier.ON_DEMAND:
+            self._reference.invalidate_kind(tenant_id, kind)
+        else:
+            self._replica.invalidate_kind(tenant_id, kind)
+
+    def drop_reference(self) -> None:
+        """Forget every on-demand entry and fence fetches in flight (after a notification gap)."""
+        self._reference.clear()
+
+    # --- monitoring
+
+    def stats(self) -> CacheStats:
+        kinds: dict[Kind, KindStats] = {}
+        for kind, policy in self._policies.items():
+            if policy.tier is Tier.REPLICA:
+                entries, ttl_s = self._replica.entries(kind), 0.0
+            else:
+                entries, ttl_s = self._reference.entries(kind), self._reference.ttl_s(kind)
+            kinds[kind] = kind_stats(kind, policy.tier, self._counters[kind], entries, ttl_s)
+        return CacheStats(
+            kinds=kinds,
+            loaded_tenants=len(self._replica.loaded_tenants()),
+            reference_entries=len(self._reference),
+            reference_capacity=self._reference.capacity,
+        )

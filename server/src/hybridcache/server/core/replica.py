@@ -1,0 +1,424 @@
+"""The critical-data replica: every item of each replicated kind, per tenant.
+
+Layout: `tenants[tenant_id].kinds[kind].map[key] -> Entry(value, stored_at)`. A hit is three
+dict lookups and takes no lock: writers either set or delete one key of a map, or replace a
+kind's whole map by assigning a new dict (a snapshot install), which readers see atomically —
+a read holding the old map finishes on it, the next read gets the new one. Every write takes
+`_lock`, a leaf lock (no Wrapper call and no wait happens while holding it).
+
+No stale set, per tenant-kind:
+  * An item fetch (refetch after an event, or a read of a suspect key) is a Flight in
+    `_items`. A later write of that key (event, invalidation) or the start of a snapshot of
+    the kind fences it: its value is returned to its callers but not stored.
+  * A snapshot load is a Flight recorded in `KindReplica.loading`. While it runs, every write
+    to that kind is recorded in `touched` (key -> the write's version, 0 if unknown). When
+    the snapshot arrives, untouched keys take the snapshot's item; a touched key keeps what
+    was written during the load unless the snapshot's version is newer (both known). A newer
+    snapshot (resync) or invalidate_kind replaces/clears `loading`, and the older snapshot
+    then does not install.
+  * A tenant's first load journals events the same way into its not-yet-visible maps, so an
+    event published after the Wrapper served the snapshot but received before the snapshot
+    is installed is not lost (apply still reports NOT_LOADED: nothing is published for a
+    tenant nobody could have read yet).
+
+Invalidation of a replicated key (rare: events normally carry the new value) moves the entry
+to `suspects`: the next read refetches it and serves the old value as STALE if the Wrapper is
+down. `invalidate_kind` moves the whole map there and reloads the kind on the next read; until
+then an event for a key not verified since is kept only as such a fallback (it may be late).
+The state and its transitions live in `replica_state`; this module adds the lock, the flights
+and the Wrapper calls.
+Versions (when > 0) only move forward: a deletion with a known version leaves a tombstone
+(bounded per tenant-kind) so that a late, older event cannot resurrect the key. A deletion
+found without a version (a snapshot no longer listing the key, a refetch answering NOT_FOUND)
+leaves none.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from hybridcache.server.core.errors import NotFound, WrapperUnavailable
+from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.permissions import Grants, PermissionDecision, decide
+from hybridcache.server.core.replica_state import Entry, KindReplica, RoleEntry, make_entry, same_content
+from hybridcache.server.core.results import MISSING, ApplyOutcome, Change, Read, Source
+from hybridcache.server.core.singleflight import Flight, FlightTable
+from hybridcache.server.core.source import WrapperSource
+from hybridcache.server.core.stats import Counters
+from hybridcache.server.core.values import RolePermissions, UserStatus, Value
+
+_MAX_UNKNOWN_TENANTS = 10_000  # bound on the negative cache of unknown tenant ids
+
+
+class TenantReplica:
+    __slots__ = ("kinds", "loaded", "tenant_id")
+
+    def __init__(self, tenant_id: str, kinds: dict[Kind, KindReplica]) -> None:
+        self.tenant_id = tenant_id
+        self.kinds = kinds
+        self.loaded = False  # False while the first load runs: maps hold only journaled events
+
+
+class ReplicaSet:
+    def __init__(
+        self,
+        source: WrapperSource,
+        kinds: Sequence[Kind],
+        counters: Mapping[Kind, Counters],
+        *,
+        clock: Callable[[], float],
+        unknown_tenant_ttl_s: float,
+    ) -> None:
+        self._source = source
+        self._kinds = tuple(kinds)
+        self._counters = counters
+        self._clock = clock
+        self._unknown_ttl_s = unknown_tenant_ttl_s
+        self._lock = threading.Lock()
+        self._tenants: dict[str, TenantReplica] = {}
+        self._unknown: dict[str, float] = {}  # tenant id -> until when "unknown" is remembered
+        self._loads: FlightTable[str, None] = FlightTable()
+        self._snapshots: FlightTable[tuple[str, Kind], None] = FlightTable()
+        self._items: FlightTable[tuple[str, Kind, str], Value | None] = FlightTable()
+
+    # --- reads
+
+    def tenant(self, tenant_id: str, deadline: float | None) -> TenantReplica:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is not None and tenant.loaded:
+            return tenant
+        return self._load(tenant_id, deadline)
+
+    def get(self, tenant_id: str, kind: Kind, key: str, deadline: float | None) -> Read:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None or not tenant.loaded:
+            tenant = self._load(tenant_id, deadline)
+        entry = tenant.kinds[kind].map.get(key)
+        if entry is None:
+            return self._miss(tenant, kind, key, deadline)
+        self._counters[kind].hits += 1
+        value = entry.value
+        return Read(value, Source.CACHE, self._clock() - entry.stored_at, value.version)
+
+    def check_permission(
+        self, tenant_id: str, user_id: str, permission: str, deadline: float | None
+    ) -> PermissionDecision:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None or not tenant.loaded:
+            tenant = self._load(tenant_id, deadline)
+        entry = tenant.kinds[Kind.USER_STATUS].map.get(user_id)
+        if entry is not None:
+            self._counters[Kind.USER_STATUS].hits += 1
+            status, age_s = entry.value, self._clock() - entry.stored_at
+        else:
+            try:
+                read = self._miss(tenant, Kind.USER_STATUS, user_id, deadline)
+            except NotFound:
+                return decide(None, _no_grants, permission, 0.0)
+            status, age_s = read.value, read.age_s
+        assert isinstance(status, UserStatus)
+        roles = tenant.kinds[Kind.ROLE_PERMISSIONS]
+
+        def grants_of(role_id: str) -> Grants | None:
+            entry = roles.map.get(role_id)
+            if isinstance(entry, RoleEntry):
+                return entry.grants
+            if roles.verified(role_id):
+                return None  # a role the replica does not hold grants nothing
+            try:
+                role = self._miss(tenant, Kind.ROLE_PERMISSIONS, role_id, deadline).value
+            except NotFound:
+                return None
+            return Grants(role.permissions) if isinstance(role, RolePermissions) else None
+
+        return decide(status, grants_of, permission, age_s)
+
+    def _miss(self, tenant: TenantReplica, kind: Kind, key: str, deadline: float | None) -> Read:
+        """Not in the map: absent (NotFound, no Wrapper call), or unverified after an invalidation."""
+        replica = tenant.kinds[kind]
+        self._counters[kind].misses += 1
+        try:
+            if replica.reload:
+                self._snapshot_kinds(tenant, (kind,), deadline, supersede=False)
+                entry = replica.map.get(key)
+                if entry is not None:
+                    return Read(entry.value, Source.WRAPPER, 0.0, entry.value.version)
+            # Still unverified: invalidated, or the reload did not install (a resync superseded
+            # it, or the kind was invalidated again): fetch this one key, from now.
+            if not replica.verified(key):
+                value = self._fetch_suspect(tenant, kind, key, deadline)
+                if value is not None:
+                    return Read(value, Source.WRAPPER, 0.0, value.version)
+        except WrapperUnavailable:
+            stale = replica.map.get(key) or replica.suspects.get(key)
+            if stale is not None:
+                self._counters[kind].stale += 1
+                return Read(stale.value, Source.STALE, self._clock() - stale.stored_at, stale.value.version)
+        raise NotFound(f"no {kind} with that key", reason="NOT_FOUND")
+
+    # --- loading
+
+    def _load(self, tenant_id: str, deadline: float | None) -> TenantReplica:
+        now = self._clock()
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+            if tenant is not None and tenant.loaded:
+                return tenant
+            until = self._unknown.get(tenant_id)
+            if until is not None:
+                if now < until:
+                    raise NotFound("unknown tenant", reason="TENANT_NOT_FOUND")
+                del self._unknown[tenant_id]
+            flight, leader = self._loads.join_or_start(tenant_id)
+            if leader:
+                tenant = TenantReplica(
+                    tenant_id, {kind: KindReplica(tenant_id, kind, flight) for kind in self._kinds}
+                )
+                self._tenants[tenant_id] = tenant
+        if not leader:
+            flight.wait(deadline, self._clock)
+            return self._tenants[tenant_id]  # loaded tenants are never removed
+        assert tenant is not None
+        try:
+            built = self._fetch_snapshots(tenant_id, self._kinds, deadline)
+        except BaseException as exc:
+            with self._lock:
+                self._loads.finish(tenant_id, flight)
+                if self._tenants.get(tenant_id) is tenant:
+                    del self._tenants[tenant_id]  # events journaled so far are moot: next load is fresh
+                if isinstance(exc, NotFound):
+                    self._remember_unknown_locked(tenant_id)
+            flight.fail(exc)
+            raise
+        with self._lock:
+            for kind in self._kinds:
+                tenant.kinds[kind].install(flight, built[kind], diff=False)
+            tenant.loaded = True
+            self._loads.finish(tenant_id, flight)
+        flight.resolve(None)
+        return tenant
+
+    def _remember_unknown_locked(self, tenant_id: str) -> None:
+        if self._unknown_ttl_s <= 0:
+            return
+        self._unknown[tenant_id] = self._clock() + self._unknown_ttl_s
+        if len(self._unknown) > _MAX_UNKNOWN_TENANTS:
+            del self._unknown[next(iter(self._unknown))]  # the oldest remembered
+
+    def resync(self, tenant_id: str, deadline: float | None) -> list[Change]:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None or not tenant.loaded:
+            self._load(tenant_id, deadline)
+            return []  # a first load publishes nothing: nobody held the tenant's data
+        return self._snapshot_kinds(tenant, self._kinds, deadline, supersede=True)
+
+    def _snapshot_kinds(
+        self,
+        tenant: TenantReplica,
+        kinds: Sequence[Kind],
+        deadline: float | None,
+        *,
+        supersede: bool,
+    ) -> list[Change]:
+        """Reload `kinds` of a loaded tenant from snapshots, all or nothing; returns the diff.
+        supersede=True starts new snapshots even if some are in flight (a resync must not reuse
+        a load that began before the gap it repairs); False joins them (a read after
+        invalidate_kind). A superseded or fenced snapshot does not install."""
+        with self._lock:
+            begun = {kind: self._begin_snapshot_locked(tenant, kind, supersede) for kind in kinds}
+        mine = {kind: flight for kind, (flight, leader) in begun.items() if leader}
+        try:
+            built = self._fetch_snapshots(tenant.tenant_id, tuple(mine), deadline)
+        except BaseException as exc:
+            with self._lock:
+                for kind, flight in mine.items():
+                    self._end_snapshot_locked(tenant, kind, flight)
+            for flight in mine.values():
+                flight.fail(exc)
+            raise
+        changes: list[Change] = []
+        with self._lock:
+            for kind, flight in mine.items():
+                changes += tenant.kinds[kind].install(flight, built[kind], diff=True)
+                self._end_snapshot_locked(tenant, kind, flight)
+        for flight in mine.values():
+            flight.resolve(None)
+        for flight, leader in begun.values():
+            if not leader:
+                flight.wait(deadline, self._clock)
+        return changes
+
+    def _begin_snapshot_locked(
+        self, tenant: TenantReplica, kind: Kind, supersede: bool
+    ) -> tuple[Flight[None], bool]:
+        tenant_id = tenant.tenant_id
+        key = (tenant_id, kind)
+        if supersede:
+            flight, leader = self._snapshots.start(key), True
+        else:
+            flight, leader = self._snapshots.join_or_start(key)
+        if leader:
+            tenant.kinds[kind].begin_load(flight)
+            # Item fetches that began before this snapshot may be older than it: never store them.
+            self._items.fence_where(lambda k: k[0] == tenant_id and k[1] == kind)
+        return flight, leader
+
+    def _end_snapshot_locked(self, tenant: TenantReplica, kind: Kind, flight: Flight[None]) -> None:
+        self._snapshots.finish((tenant.tenant_id, kind), flight)
+        tenant.kinds[kind].end_load(flight)
+
+    def _fetch_snapshots(
+        self, tenant_id: str, kinds: Sequence[Kind], deadline: float | None
+    ) -> dict[Kind, dict[str, Entry]]:
+        """Fetch and build (outside the lock) the maps of `kinds`; entries share one stored_at."""
+        built: dict[Kind, dict[str, Entry]] = {}
+        for kind in kinds:
+            counters = self._counters[kind]
+            started = self._clock()
+            try:
+                snapshot = self._source.fetch_snapshot(tenant_id, kind, deadline)
+            except BaseException as exc:
+                counters.record_fetch(started, self._clock(), failed=not isinstance(exc, NotFound))
+                raise
+            stored_at = self._clock()
+            counters.record_fetch(started, stored_at, failed=False)
+            if kind is Kind.ROLE_PERMISSIONS:
+                built[kind] = {key: make_entry(value, stored_at) for key, value in snapshot.items.items()}
+            else:
+                built[kind] = {key: Entry(value, stored_at) for key, value in snapshot.items.items()}
+        return built
+
+    # --- writes
+
+    def apply(
+        self,
+        tenant_id: str,
+        kind: Kind,
+        key: str,
+        value: Value | None,
+        *,
+        version: int | None,
+        expected_old: object,
+    ) -> tuple[ApplyOutcome, Change | None]:
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+            if tenant is None:
+                return ApplyOutcome.NOT_LOADED, None
+            replica = tenant.kinds[kind]
+            if version is None:
+                version = value.version if value is not None else 0
+            elif value is not None and value.version == 0 and version > 0:
+                value = replace(value, version=version)
+            if 0 < version <= replica.held_version(key):
+                return ApplyOutcome.OLD_VERSION, None
+            if tenant.loaded and expected_old is not MISSING:
+                held = replica.map.get(key)
+                if not same_content(held.value if held is not None else None, expected_old):
+                    return ApplyOutcome.OLD_VALUE_MISMATCH, None
+            change = self._write_locked(tenant, kind, key, value, version, fetched=False)
+        return (ApplyOutcome.APPLIED if tenant.loaded else ApplyOutcome.NOT_LOADED), change
+
+    def _write_locked(
+        self, tenant: TenantReplica, kind: Kind, key: str, value: Value | None, version: int, *, fetched: bool
+    ) -> Change | None:
+        self._items.fence((tenant.tenant_id, kind, key))
+        change = tenant.kinds[kind].write(key, value, version, self._clock(), fetched=fetched)
+        return change if tenant.loaded else None  # nothing is published before the first load
+
+    def refetch(self, tenant_id: str, kind: Kind, key: str, deadline: float | None) -> Change | None:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            return None  # not loaded: it will load fresh
+        with self._lock:
+            flight = self._items.start((tenant_id, kind, key))  # must begin after the caller's event
+        return self._fetch_item(tenant, kind, key, flight, deadline)[1]
+
+    def _fetch_suspect(
+        self, tenant: TenantReplica, kind: Kind, key: str, deadline: float | None
+    ) -> Value | None:
+        with self._lock:
+            flight, leader = self._items.join_or_start((tenant.tenant_id, kind, key))
+        if leader:
+            return self._fetch_item(tenant, kind, key, flight, deadline)[0]
+        return flight.wait(deadline, self._clock)
+
+    def _fetch_item(
+        self,
+        tenant: TenantReplica,
+        kind: Kind,
+        key: str,
+        flight: Flight[Value | None],
+        deadline: float | None,
+    ) -> tuple[Value | None, Change | None]:
+        """The leader's part of an item flight: fetch, store unless fenced, wake the waiters.
+        Returns (the fetched value or None for not found, the change stored)."""
+        tenant_id = tenant.tenant_id
+        counters = self._counters[kind]
+        started = self._clock()
+        value: Value | None
+        try:
+            value = self._source.fetch_item(tenant_id, kind, key, deadline)
+        except NotFound:
+            value = None
+        except BaseException as exc:
+            counters.record_fetch(started, self._clock(), failed=True)
+            with self._lock:
+                self._items.finish((tenant_id, kind, key), flight)
+            flight.fail(exc)
+            raise
+        counters.record_fetch(started, self._clock(), failed=False)
+        with self._lock:
+            self._items.finish((tenant_id, kind, key), flight)
+            change = None
+            stored = not flight.fenced and self._tenants.get(tenant_id) is tenant
+            replica = tenant.kinds[kind]
+            if stored and not (value is not None and 0 < value.version < replica.held_version(key)):
+                version = value.version if value else 0
+                change = self._write_locked(tenant, kind, key, value, version, fetched=True)
+        flight.resolve(value)
+        return value, change
+
+    def invalidate(self, tenant_id: str, kind: Kind, key: str) -> None:
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+            self._counters[kind].invalidations += 1
+            if tenant is None:
+                return
+            self._items.fence((tenant_id, kind, key))
+            tenant.kinds[kind].invalidate(key)
+
+    def invalidate_kind(self, tenant_id: str, kind: Kind) -> None:
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+            self._counters[kind].invalidations += 1
+            if tenant is None:
+                return
+            self._items.fence_where(lambda k: k[0] == tenant_id and k[1] == kind)
+            self._snapshots.fence((tenant_id, kind))
+            tenant.kinds[kind].invalidate_all()
+
+    # --- introspection
+
+    def loaded_tenants(self) -> list[str]:
+        return [tenant_id for tenant_id, tenant in list(self._tenants.items()) if tenant.loaded]
+
+    def is_loaded(self, tenant_id: str) -> bool:
+        tenant = self._tenants.get(tenant_id)
+        return tenant is not None and tenant.loaded
+
+    def entries(self, kind: Kind) -> int:
+        return sum(len(t.kinds[kind].map) for t in list(self._tenants.values()) if t.loaded)
+
+    def flight_in_progress(self, tenant_id: str, kind: Kind | None = None, key: str | None = None) -> bool:
+        """A joinable load (tenant), snapshot (kind) or item fetch (key) is in flight (for tests)."""
+        if kind is None:
+            return tenant_id in self._loads
+        if key is None:
+            return (tenant_id, kind) in self._snapshots
+        return (tenant_id, kind, key) in self._items
+
+
+def _no_grants(_role_id: str) -> Grants | None:
+    return None
