@@ -15,11 +15,12 @@ Every loop is bounded in count and in time and ends by itself; `stop()` ends it 
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,7 @@ import grpc
 
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from tests.helpers import wait_for
 
 SOURCE = {pb.SOURCE_CACHE: "cache", pb.SOURCE_WRAPPER: "wrapper", pb.SOURCE_STALE: "stale"}
 FRESHNESS = {pb.FRESHNESS_LIVE: "live", pb.FRESHNESS_DEGRADED: "degraded"}
@@ -363,19 +365,5 @@ def version_regressions(observations: Iterable[Observation]) -> list[Regression]
     return found
 
 
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll `condition` until truthy; AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.1f} s waiting for {what}" + (f" ({last!r})" if last else "")
-            )
-        time.sleep(interval)
+# Polling every 20 ms: these conditions often ask the Wrapper for its truth over HTTP.
+wait_until = functools.partial(wait_for, interval=0.02)

@@ -32,9 +32,9 @@ from hybridcache.server.config import Settings
 from hybridcache.server.core import DEFAULT_POLICIES, HybridCache, KindPolicy
 from hybridcache.server.core.errors import CacheError
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.events import ChangeFeed, ChangeNotice, FeedConfig
+from hybridcache.server.events import ChangeFeed, FeedConfig
 from hybridcache.server.gate import CallerLimits, Gate, current_caller
-from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter
+from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
 from hybridcache.server.metrics import Metrics
 from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.telemetry import register_collectors
@@ -88,7 +88,7 @@ class Service:
         self.hub = ChangeHub(retain=settings.watch_retain, subscriber_buffer=settings.watch_subscriber_buffer)
         self.feed = ChangeFeed(
             self.cache,
-            self._publish_change,
+            self.hub.publish,  # every applied change (and resync) goes to WatchChanges subscribers
             FeedConfig.from_settings(settings),
             on_lag=self.metrics.event_lag_seconds.observe,
         )
@@ -150,24 +150,6 @@ class Service:
             rate_per_s=float(entry.get("rate_per_s", self.settings.caller_rate_per_s)),
             burst=int(entry.get("burst", self.settings.caller_burst)),
             max_in_flight=int(entry.get("max_in_flight", self.settings.caller_max_in_flight)),
-        )
-
-    def _publish_change(self, notice: ChangeNotice) -> None:
-        """Every change the feed applied (and every resync) goes to WatchChanges subscribers."""
-        self.hub.publish(
-            HubEvent(
-                tenant_id=notice.tenant_id,
-                kind=notice.kind,
-                keys=notice.keys,
-                changed_fields=notice.changed_fields,
-                event_id=notice.event_id,
-                event_type=notice.event_type,
-                event_time_ms=notice.event_time_ms,
-                resync=notice.resync,
-                version=notice.version,
-                deleted=notice.deleted,
-                value=notice.value,
-            )
         )
 
     def _snapshot_loaded(self, tenant_id: str) -> None:

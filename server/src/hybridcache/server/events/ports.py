@@ -136,7 +136,7 @@ class ChangeNotice:
         )
 
 
-NoticeSink = Callable[[ChangeNotice], None]
+NoticeSink = Callable[[ChangeNotice], object]  # the return value, if any, is ignored
 """Receives every change the pipeline applied. Called from the reader or the repair thread;
 it must be quick and must not raise (exceptions are logged and counted, not propagated)."""
 

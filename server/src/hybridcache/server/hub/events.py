@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hybridcache.server.core.kinds import Kind
-from hybridcache.server.core.values import Value
+from hybridcache.server.events.ports import ChangeNotice
 
 # ResyncNeeded reasons; the wire carries them verbatim (ResyncRequired.reason).
 REASON_UNKNOWN_INSTANCE = "unknown server instance"
@@ -13,26 +12,11 @@ REASON_OUTSIDE_WINDOW = "resume token outside the retained window"
 REASON_FELL_BEHIND = "subscriber fell behind"
 
 
-@dataclass(frozen=True, slots=True)
-class HubEvent:
-    """One applied change, as the event ingestion publishes it (no sequence yet).
-
-    `resync` means the whole `kind` of the tenant was reloaded (`keys` is then empty);
-    `value` is the new value of a replicated kind, None for on-demand kinds, deletions
-    and resyncs.
-    """
-
-    tenant_id: str
-    kind: Kind
-    keys: tuple[str, ...]
-    changed_fields: tuple[str, ...]
-    event_id: str
-    event_type: str
-    event_time_ms: int
-    resync: bool = False
-    version: int = 0
-    deleted: bool = False
-    value: Value | None = None
+# What producers publish (no sequence yet) is exactly what the change feed produces: one
+# type for both, so nothing copies it field by field. `resync` means the whole `kind` of the
+# tenant was reloaded (`keys` empty); `value` is the new value of a replicated kind, None for
+# on-demand kinds, deletions and resyncs.
+HubEvent = ChangeNotice
 
 
 @dataclass(frozen=True, slots=True)
