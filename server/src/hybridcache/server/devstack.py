@@ -78,6 +78,7 @@ def run_dev_stack(*, grpc_port: int, wrapper_port: int, redis_port: int, publish
             server = subprocess.Popen(
                 [sys.executable, "-m", "hybridcache.server.cli", "serve"],
                 env=_serve_env(port, wrapper.url, redis_proc.url),
+                start_new_session=True,  # Ctrl-C reaches us; we stop the server first
             )
             try:
                 wait_serving(f"127.0.0.1:{port}", timeout=60, alive=lambda: server.poll() is None)

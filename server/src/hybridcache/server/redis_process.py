@@ -75,7 +75,10 @@ class RedisProcess:
             "--loglevel", "warning",
             *self.extra_args,
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own session, so a terminal Ctrl-C does not kill Redis before its users stop.
+        self._process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         self._wait_ready()
         return self
 

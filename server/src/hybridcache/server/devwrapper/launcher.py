@@ -118,7 +118,9 @@ def launch(
         argv += ["--stream-maxlen", str(stream_maxlen)]
     argv += list(extra_args)
     child_env = {**os.environ, **(env or {})}
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, env=child_env)
+    # Its own session: a Ctrl-C in the terminal reaches only the parent, which stops its
+    # children in order (server, then Wrapper, then Redis) instead of all at once.
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, env=child_env, start_new_session=True)
     try:
         url = _wait_ready(process, ready_timeout)
     except BaseException:
