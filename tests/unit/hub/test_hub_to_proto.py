@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from hybridcache.server import convert
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import (
     CreditCost,
@@ -20,10 +21,10 @@ from tests.unit.hub.hub_support import event
 
 
 def test_every_kind_maps_both_ways() -> None:
-    assert set(to_proto.KIND_TO_PROTO) == set(Kind)
+    assert set(convert.KIND_TO_PROTO) == set(Kind)
     assert pb.KIND_UNSPECIFIED not in to_proto.KIND_FROM_PROTO
-    assert to_proto.KIND_TO_PROTO[Kind.ORG_UNITS] == pb.KIND_ORG_UNITS
-    for kind, number in to_proto.KIND_TO_PROTO.items():
+    assert convert.KIND_TO_PROTO[Kind.ORG_UNITS] == pb.KIND_ORG_UNITS
+    for kind, number in convert.KIND_TO_PROTO.items():
         assert to_proto.KIND_FROM_PROTO[number] is kind
 
 

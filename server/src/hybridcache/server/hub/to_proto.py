@@ -1,20 +1,19 @@
 """Hub items -> WatchChanges messages, and the Kind enum both ways.
 
-Minimal on purpose: only the four replicated kinds travel as values on the stream. The
-lead's `convert.py` is the general domain->proto home; these will move there.
+Only the four replicated kinds travel as values on the stream; the value and kind
+conversions themselves are `convert.py`'s, shared with the unary RPCs.
 """
 
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hybridcache.server.core.kinds import Kind
+from hybridcache.server import convert
 from hybridcache.server.core.values import CreditCost, FeatureFlag, RolePermissions, UserStatus, Value
 from hybridcache.server.hub.events import ResyncNeeded, Sequenced
 from hybridcache.v1 import hybridcache_pb2 as pb
 
-KIND_TO_PROTO: dict[Kind, pb.Kind.ValueType] = {kind: pb.Kind.Value(f"KIND_{kind.name}") for kind in Kind}
-KIND_FROM_PROTO: dict[int, Kind] = {number: kind for kind, number in KIND_TO_PROTO.items()}
+KIND_FROM_PROTO = convert.PROTO_TO_KIND
 
 
 def change_event(item: Sequenced, resume_token: str) -> pb.WatchChangesResponse:
@@ -25,7 +24,7 @@ def change_event(item: Sequenced, resume_token: str) -> pb.WatchChangesResponse:
         sequence=item.sequence,
         resume_token=resume_token,
         tenant_id=event.tenant_id,
-        kind=KIND_TO_PROTO[event.kind],
+        kind=convert.KIND_TO_PROTO[event.kind],
         keys=event.keys,
         changed_fields=event.changed_fields,
         event_id=event.event_id,
@@ -44,19 +43,13 @@ def _set_new_value(message: pb.ChangeEvent, value: Value) -> None:
     """Fill the `new_value` oneof; on-demand kinds (profiles, org units) carry no value."""
     match value:
         case CreditCost():
-            message.credit_cost.operation_code = value.operation_code
-            message.credit_cost.cost.value = value.cost
+            message.credit_cost.CopyFrom(convert.credit_cost(value))
         case RolePermissions():
-            message.role_permissions.role_id = value.role_id
-            message.role_permissions.permissions.extend(sorted(value.permissions))
+            message.role_permissions.CopyFrom(convert.role_permissions(value))
         case UserStatus():
-            message.user_status.user_id = value.user_id
-            message.user_status.active = value.active
-            message.user_status.role_ids.extend(value.role_ids)
+            message.user_status.CopyFrom(convert.user_status(value))
         case FeatureFlag():
-            message.feature_flag.flag_key = value.flag_key
-            message.feature_flag.enabled = value.enabled
-            message.feature_flag.value = value.value
+            message.feature_flag.CopyFrom(convert.feature_flag(value))
         case _:
             pass
 
