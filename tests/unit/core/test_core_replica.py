@@ -417,3 +417,11 @@ def test_item_fetch_older_than_a_snapshot_is_not_stored() -> None:
     assert cache.get(T, CC, "a").value.cost == "1"
     resync.finish(wrapper)
     assert cache.get(T, CC, "a").value.cost == "3"
+
+
+def test_a_late_event_after_invalidate_kind_is_not_trusted(cache: HybridCache, wrapper: FakeWrapper) -> None:
+    cache.ensure_tenant(T)
+    wrapper.put(T, CC, "c", cost("c", "3", 3))  # created (v2) and changed (v3); events delayed
+    cache.invalidate_kind(T, CC)
+    assert cache.apply(T, CC, "c", cost("c", "2", 2))[0] is ApplyOutcome.APPLIED  # the late v2 event
+    assert cache.get(T, CC, "c").version == 3  # the kind reloads: the event was only a fallback

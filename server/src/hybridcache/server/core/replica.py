@@ -23,8 +23,9 @@ No stale set, per tenant-kind:
 
 Invalidation of a replicated key (rare: events normally carry the new value) moves the entry
 to `suspects`: the next read refetches it and serves the old value as STALE if the Wrapper is
-down. `invalidate_kind` moves the whole map there and reloads the kind on the next read; until
-then an event for a key not verified since is kept only as such a fallback (it may be late).
+down. `invalidate_kind` moves the whole map there and reloads the kind on the next read. An
+event for a key not verified since its invalidation is kept only as such a fallback: it may be
+a late one, older than what the Wrapper holds.
 The state and its transitions live in `replica_state`; this module adds the lock, the flights
 and the Wrapper calls.
 Versions (when > 0) only move forward: a deletion with a known version leaves a tombstone
@@ -43,7 +44,7 @@ from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.permissions import Grants, PermissionDecision, decide
 from hybridcache.server.core.replica_state import Entry, KindReplica, RoleEntry, make_entry, same_content
-from hybridcache.server.core.results import MISSING, ApplyOutcome, Change, Read, Source
+from hybridcache.server.core.results import MISSING, ApplyOutcome, Change, Read, Source, make_read
 from hybridcache.server.core.singleflight import Flight, FlightTable
 from hybridcache.server.core.source import WrapperSource
 from hybridcache.server.core.stats import Counters
@@ -100,7 +101,7 @@ class ReplicaSet:
             return self._miss(tenant, kind, key, deadline)
         self._counters[kind].hits += 1
         value = entry.value
-        return Read(value, Source.CACHE, self._clock() - entry.stored_at, value.version)
+        return make_read(value, Source.CACHE, self._clock() - entry.stored_at, value.version)
 
     def check_permission(
         self, tenant_id: str, user_id: str, permission: str, deadline: float | None

@@ -5,7 +5,8 @@
 
     map        key -> Entry         verified items: what reads answer from
     suspects   key -> Entry | None  invalidated items (None: "absent, unverified"): reads
-                                    refetch them and fall back to them when the Wrapper is down
+                                    refetch them and fall back to them when the Wrapper is down;
+                                    events for them land here too (they may be late)
     reload     bool                 invalidate_kind: every key not in `map` is unverified
     loading    Flight | None        the snapshot (or first load) in flight
     touched    key -> version       keys written while `loading`; kept over the snapshot on
@@ -148,11 +149,16 @@ class KindReplica:
         `fetched`: read from the Wrapper after every fence (else: an event's value)."""
         if self.loading is not None:
             self.touched[key] = version
-        suspect = self.suspects.pop(key, None)
         held = self.map.get(key)
+        # An event for a key invalidated since it was last verified may be a late one, older
+        # than the Wrapper's state: keep its value only as a fallback, and let reads fetch.
+        unverified = not fetched and held is None and not self.verified(key)
+        suspect = self.suspects.pop(key, None)
         if value is None:
             if held is not None:
                 del self.map[key]
+            if unverified:
+                self.suspects[key] = None
             if version > 0:
                 self.tombstones[key] = version
                 if len(self.tombstones) > _MAX_TOMBSTONES:
@@ -160,9 +166,7 @@ class KindReplica:
             existed = held is not None or suspect is not None
             return Change(self.tenant_id, self.kind, key, None, version, True) if existed else None
         self.tombstones.pop(key, None)
-        if self.reload and held is None and not fetched:
-            # The kind awaits a reload and this key is unverified: the event may be older than
-            # the Wrapper's state, so its value is only a fallback; reads fetch the key.
+        if unverified:
             self.suspects[key] = make_entry(value, now)
             return Change(self.tenant_id, self.kind, key, value, value.version, False)
         self.map[key] = make_entry(value, now)
