@@ -40,6 +40,7 @@ class FeedConfig:
     resync_jitter_s: float = 1.0
     replica_kinds: tuple[Kind, ...] = REPLICA_KINDS
     dedupe_capacity: int = 100_000
+    dedupe_window_s: float = 120.0
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 3.0
     stream_block_ms: int = 500
@@ -87,6 +88,7 @@ class ChangeFeed:
             decoder=config.decoder(),
             stats=stats,
             dedupe_capacity=config.dedupe_capacity,
+            dedupe_window_s=config.dedupe_window_s,
             resync_jitter_s=config.resync_jitter_s,
             replica_kinds=config.replica_kinds,
             on_lag=on_lag,

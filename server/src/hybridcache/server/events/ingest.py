@@ -5,7 +5,11 @@ and the cache's in-memory apply); anything that calls the Wrapper goes to the
 `RepairWorker`. Per event:
 
 * a recent `(tenantId, eventId)` seen before -> counted as `duplicate`, not applied
-  (bounded memory: the last `dedupe_capacity` ids, oldest forgotten first);
+  (bounded memory: ids seen in the last `dedupe_window_s`, at most `dedupe_capacity`,
+  oldest forgotten first — duplicates arrive within seconds, and an older replay is still
+  caught by the version order or the oldValue check below, or is a harmless invalidation;
+  a window by time keeps the memory flat at a steady event rate instead of growing for
+  as long as a count takes to fill);
 * a carried new value -> `cache.apply`, which orders by version (an older version is
   counted as `old-version`) and compares the event's `oldValue` with the held value: on a
   mismatch the key is refetched, because then the event does not describe a transition
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 
 REPLICA_KINDS: Final = (Kind.CREDIT_COSTS, Kind.ROLE_PERMISSIONS, Kind.USER_STATUS, Kind.FEATURE_FLAGS)
 DEFAULT_DEDUPE_CAPACITY = 100_000
+DEFAULT_DEDUPE_WINDOW_S = 120.0
 
 
 class EventIngestor:
@@ -57,6 +62,7 @@ class EventIngestor:
         decoder: DecoderConfig | None = None,
         stats: EventStats | None = None,
         dedupe_capacity: int = DEFAULT_DEDUPE_CAPACITY,
+        dedupe_window_s: float = DEFAULT_DEDUPE_WINDOW_S,
         resync_jitter_s: float = 1.0,
         replica_kinds: Iterable[Kind] = REPLICA_KINDS,
         on_lag: Callable[[float], None] | None = None,
@@ -73,7 +79,8 @@ class EventIngestor:
         self.decoder = decoder or DecoderConfig()
         self.stats = stats or EventStats()
         self._dedupe_capacity = dedupe_capacity
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._dedupe_window_ms = int(dedupe_window_s * 1000)
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()  # id -> when seen (ms)
         self._on_lag = on_lag
         self._clock_ms = clock_ms
         self._rejections = RateLimitedLog(
@@ -141,9 +148,13 @@ class EventIngestor:
         if seen_key in self._seen:
             self.reject("duplicate")
             return
-        self._seen[seen_key] = None
-        if len(self._seen) > self._dedupe_capacity:
-            self._seen.popitem(last=False)
+        now = self._clock_ms()
+        seen = self._seen
+        seen[seen_key] = now
+        horizon = now - self._dedupe_window_ms
+        # The newest entry is never past the horizon, so this stops on a non-empty dict.
+        while len(seen) > self._dedupe_capacity or next(iter(seen.values())) < horizon:
+            seen.popitem(last=False)
 
         if event.action is Action.INVALIDATE:
             self._invalidate(event)
