@@ -845,10 +845,19 @@ class WatchChangesRequest(_message.Message):
     KINDS_FIELD_NUMBER: _builtins.int
     KEY_PREFIX_FIELD_NUMBER: _builtins.int
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
     key_prefix: _builtins.str
     """Only keys that start with this prefix. Empty: every key."""
     resume_token: _builtins.str
     """Resume after this token (from a previous ChangeEvent or Progress). Empty: start now."""
+    max_batch: _builtins.int
+    """How many changes one response may carry. 0 or 1 (the default): one `change` per
+    message, never a `changes` batch. N > 1: the server may send up to N changes in one
+    `changes` message (it sends whatever is pending when it wakes up and never waits to
+    fill a batch, so an idle stream's latency is unchanged); a lone change still comes as
+    `change`, so a client asking for batches must read both. Values above 1000 are
+    clamped to 1000. Servers that predate this field ignore it.
+    """
     @_builtins.property
     def tenant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these tenants (each must be readable by the caller). Empty: every tenant the caller may read."""
@@ -864,10 +873,11 @@ class WatchChangesRequest(_message.Message):
         kinds: _abc.Iterable[Global___Kind.ValueType] | None = ...,
         key_prefix: _builtins.str = ...,
         resume_token: _builtins.str = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_prefix", b"key_prefix", "kinds", b"kinds", "resume_token", b"resume_token", "tenant_ids", b"tenant_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_prefix", b"key_prefix", "kinds", b"kinds", "max_batch", b"max_batch", "resume_token", b"resume_token", "tenant_ids", b"tenant_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1064,6 +1074,7 @@ class WatchChangesResponse(_message.Message):
     CHANGE_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESYNC_REQUIRED_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def change(self) -> Global___ChangeEvent:
         """An applied change."""
@@ -1076,22 +1087,54 @@ class WatchChangesResponse(_message.Message):
     def resync_required(self) -> Global___ResyncRequired:
         """The client must reload state."""
 
+    @_builtins.property
+    def changes(self) -> Global___ChangeBatch:
+        """Several applied changes, in sequence order; only sent when the request's
+        `max_batch` is above 1. Progress and ResyncRequired always come as their own
+        messages, in order with the changes around them.
+        """
+
     def __init__(
         self,
         *,
         change: Global___ChangeEvent | None = ...,
         progress: Global___Progress | None = ...,
         resync_required: Global___ResyncRequired | None = ...,
+        changes: Global___ChangeBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "message", b"message", "progress", b"progress", "resync_required", b"resync_required"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "changes", b"changes", "message", b"message", "progress", b"progress", "resync_required", b"resync_required"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "message", b"message", "progress", b"progress", "resync_required", b"resync_required"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "changes", b"changes", "message", b"message", "progress", b"progress", "resync_required", b"resync_required"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["change", "progress", "resync_required"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["change", "progress", "resync_required", "changes"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___WatchChangesResponse: _TypeAlias = WatchChangesResponse  # noqa: Y015
+
+@_typing.final
+class ChangeBatch(_message.Message):
+    """ChangeBatch is consecutive applied changes of one stream, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeEvent]:
+        """The changes; each carries its own sequence and resume token."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ChangeEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeBatch: _TypeAlias = ChangeBatch  # noqa: Y015
 
 @_typing.final
 class GetCacheStatsRequest(_message.Message):
