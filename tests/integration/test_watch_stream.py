@@ -1,7 +1,8 @@
 """WatchChanges over a real gRPC server on port 0, fed by a real ChangeHub.
 
-The server here is minimal (a servicer whose WatchChanges calls `serve_watch`) so these
-tests pin the stream's behaviour independently of the rest of the service.
+The server here is minimal (the service registered as the real one is, with `serve_watch`
+as WatchChanges and no other RPC implemented) so these tests pin the stream's behaviour
+independently of the rest of the service.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +24,7 @@ from grpc_status import rpc_status
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost
 from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter, decode_token
+from hybridcache.server.registration import add_hybridcache_service
 from hybridcache.server.watch import serve_watch
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
@@ -56,16 +58,6 @@ def _allowed_from_metadata(context: Any) -> AllowedTenants:
     return AllowedTenants(all=False, tenants=frozenset(t for t in tenants.split(",") if t), caller=caller)
 
 
-class _WatchServicer(pb_grpc.HybridCacheServicer):
-    def __init__(self, watch: Callable[[pb.WatchChangesRequest, Any], Iterator[pb.WatchChangesResponse]]):
-        self._watch = watch
-
-    def WatchChanges(  # noqa: N802 -- the generated servicer names it
-        self, request: pb.WatchChangesRequest, context: Any
-    ) -> Iterator[pb.WatchChangesResponse]:
-        return self._watch(request, context)
-
-
 @dataclasses.dataclass
 class WatchServer:
     hub: ChangeHub
@@ -73,6 +65,7 @@ class WatchServer:
     stop: threading.Event
     stub: pb_grpc.HybridCacheStub
     running: list[int]  # [handlers currently running]: one holds a pool thread each
+    target: str  # "127.0.0.1:<port>", for the shipped client
 
     def watch(
         self, *, tenants: str = "*", caller: str = "", **request: Any
@@ -99,7 +92,7 @@ def watch_server(
     running = [0]
     running_lock = threading.Lock()
 
-    def watch(request: pb.WatchChangesRequest, context: Any) -> Iterator[pb.WatchChangesResponse]:
+    def watch(request: pb.WatchChangesRequest, context: Any) -> Iterator[bytes]:
         with running_lock:
             running[0] += 1
         try:
@@ -120,13 +113,13 @@ def watch_server(
     # Sized as the real server is: a thread per open stream, plus a few for the rest.
     server = grpc.server(ThreadPoolExecutor(max_workers=max_streams + 4, thread_name_prefix=POOL_PREFIX))
     # The stubs declare every RPC abstract; the others answer UNIMPLEMENTED, as wanted here.
-    servicer = _WatchServicer(watch)  # type: ignore[abstract]
-    pb_grpc.add_HybridCacheServicer_to_server(servicer, server)
+    servicer = pb_grpc.HybridCacheServicer()  # type: ignore[abstract]
+    add_hybridcache_service(server, servicer, watch)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield WatchServer(hub, limiter, stop, pb_grpc.HybridCacheStub(channel), running)
+        yield WatchServer(hub, limiter, stop, pb_grpc.HybridCacheStub(channel), running, f"127.0.0.1:{port}")
     finally:
         stop.set()
         channel.close()

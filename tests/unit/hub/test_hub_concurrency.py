@@ -97,3 +97,27 @@ def test_concurrent_producer_and_consumers() -> None:
     # The slow one fell behind and was told so, without holding anyone up.
     assert any(isinstance(i, ResyncNeeded) for i in received["slow"])
     assert hub.subscriber_count() == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_waiting_consumer_is_woken_for_every_event_it_waits_for() -> None:
+    # Publish notifies only a consumer that is waiting (and only once per wait): a lost
+    # wake-up would leave the consumer asleep for its whole long timeout and fail the join.
+    total = 2_000
+    hub = ChangeHub(subscriber_buffer=total)
+    sub = hub.subscribe(WatchFilter(frozenset({ANY_TENANT})))
+    received: list[Item] = []
+
+    def consume() -> None:
+        while len(received) < total:
+            received.extend(sub.next(30))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for i in range(total):
+        hub.publish(event(key=f"k{i}"))
+        if i % 4 == 0:
+            time.sleep(0.0002)  # let the consumer get back to waiting, so both paths are taken
+    consumer.join(20)
+    assert not consumer.is_alive(), f"consumer stalled after {len(received)} events"
+    assert [i.sequence for i in received if isinstance(i, Sequenced)] == list(range(1, total + 1))

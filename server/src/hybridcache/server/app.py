@@ -36,16 +36,15 @@ from hybridcache.server.events import ChangeFeed, FeedConfig
 from hybridcache.server.gate import CallerLimits, Gate, current_caller
 from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
 from hybridcache.server.metrics import Metrics
+from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service
 from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.telemetry import register_collectors
 from hybridcache.server.watch import serve_watch
 from hybridcache.server.wrapper_client import WrapperClient
 from hybridcache.v1 import hybridcache_pb2 as pb
-from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HybridCache"].full_name
 _WARM_RETRY_S = (0.2, 5.0)  # backoff bounds while the Wrapper is not answering at start
 _REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas do not align
 
@@ -105,8 +104,9 @@ class Service:
             heartbeat_s=settings.watch_heartbeat_s,
             stop=self.stopping,
         )
+        # WatchChanges is registered apart (below): its messages leave pre-serialized.
         self.servicer = HybridCacheServicer(
-            self.cache, freshness=self.freshness, watch=watch, stats_extra=self._stats_extra
+            self.cache, freshness=self.freshness, stats_extra=self._stats_extra
         )
         # Each open WatchChanges stream holds a pool thread in the sync server (DESIGN §7):
         # the pool is the unary workers plus the stream cap.
@@ -114,7 +114,7 @@ class Service:
             max_workers=settings.rpc_workers + settings.max_streams, thread_name_prefix="hybridcache-rpc"
         )
         self.server = _grpc_server(settings, self._gate(extra_handlers), self._rpc_pool)
-        pb_grpc.add_HybridCacheServicer_to_server(self.servicer, self.server)
+        add_hybridcache_service(self.server, self.servicer, watch)
         self.server.add_generic_rpc_handlers(tuple(extra_handlers))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

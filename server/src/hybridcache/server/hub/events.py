@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hybridcache.server.events.ports import ChangeNotice
 
@@ -25,6 +25,10 @@ class Sequenced:
 
     sequence: int
     event: HubEvent
+    # The item as a stream sends it, serialized once for every subscriber by the first
+    # stream that sends it (`hub.wire.encoded_change`, the only writer). A cache, not part
+    # of the value: left out of comparison, hashing and repr.
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

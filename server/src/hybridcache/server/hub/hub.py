@@ -211,6 +211,10 @@ class Subscription:
         self._lagging = False
         self._last_offered = 0  # sequence of the last matching event offered, delivered or not
         self._closed = False
+        # True while `next` waits and nobody has woken it yet: `_offer` notifies only then.
+        # With 100 subscribers at 1,000 events/s a notify per offer would be 100,000 wasted
+        # calls a second, as a busy subscriber is almost never waiting when an event comes.
+        self._waiting = False
 
     @property
     def closed(self) -> bool:
@@ -227,7 +231,9 @@ class Subscription:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
+                self._waiting = True
                 self._cond.wait(remaining)
+                self._waiting = False  # (a waker clears it too, so it notifies only once)
             if self._closed:
                 return []
             if self._lagging:
@@ -294,7 +300,13 @@ class Subscription:
                 self._pending.clear()
                 self._replay = []
                 self._lagging = True
-                self._cond.notify()
+                self._wake()
                 return
             self._pending.append(item)
+            self._wake()
+
+    def _wake(self) -> None:
+        """Caller holds `_cond`. Wake `next` if it is waiting and not already woken."""
+        if self._waiting:
+            self._waiting = False
             self._cond.notify()
