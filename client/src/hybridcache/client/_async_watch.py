@@ -44,7 +44,7 @@ class AsyncWatchStream(AsyncIterator[pb.ChangeEvent]):
         on_progress: ProgressCallback | None = None,
     ) -> None:
         self._open_call = open_call
-        self._state = WatchState(request, resume_token)
+        self._state = WatchState(request, resume_token, config.max_batch)
         self._backoff = Backoff(config)
         self._idle_timeout = config.idle_timeout
         self._on_resync = on_resync
@@ -63,6 +63,9 @@ class AsyncWatchStream(AsyncIterator[pb.ChangeEvent]):
 
     async def __anext__(self) -> pb.ChangeEvent:
         while True:
+            event = self._buffered()
+            if event is not None:
+                return event
             call = await self._connect()
             try:
                 async with asyncio.timeout(self._idle_timeout):
@@ -96,6 +99,10 @@ class AsyncWatchStream(AsyncIterator[pb.ChangeEvent]):
                 await _call_back(self._on_progress, message)
             elif isinstance(message, pb.ResyncRequired):
                 await _call_back(self._on_resync, message.reason)
+
+    def _buffered(self) -> pb.ChangeEvent | None:
+        """The rest of a received batch, unless the stream was closed meanwhile."""
+        return None if self._closed.is_set() else self._state.buffered()
 
     async def _connect(self) -> Any:
         if self._call is not None:

@@ -107,9 +107,17 @@ class WatchConfig:
     the current backoff and the backoff ("equal jitter"), so clients that lost the same
     server do not come back in lockstep."""
 
+    max_batch: int = 256
+    """Up to how many changes the server may pack into one stream message (the request's
+    `max_batch`; the server clamps it to 1,000). Batches only form when changes queue up,
+    so they cost an idle stream nothing and spare a busy one a message per change; the
+    stream still yields one event at a time. 1: ask for no batches."""
+
     def __post_init__(self) -> None:
         if self.idle_timeout <= 0:
             raise ValueError("WatchConfig.idle_timeout must be > 0")
+        if self.max_batch < 1:
+            raise ValueError("WatchConfig.max_batch must be >= 1")
         if self.initial_backoff <= 0 or self.max_backoff < self.initial_backoff:
             raise ValueError("WatchConfig: need 0 < initial_backoff <= max_backoff")
 

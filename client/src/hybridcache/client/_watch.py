@@ -1,7 +1,8 @@
 """`watch()`: a change stream that survives reconnects, for the sync and async clients.
 
     open stream(resume_token) ──► read ──► ChangeEvent ────► remember token, yield it
-         ▲                          │ ───► Progress ──────► remember token, on_progress
+         ▲                          │ ───► ChangeBatch ───► for each event: remember its token, yield it
+         │                          │ ───► Progress ──────► remember token, on_progress
          │                          │ ───► ResyncRequired ─► remember token, on_resync(reason)
          │                          ▼                        (the stream goes on with live events)
          └── backoff + jitter ◄── UNAVAILABLE, connection lost, server ended the stream,
@@ -9,7 +10,11 @@
 
 The resume token is taken from every message, heartbeats included, so a reconnect asks
 the server to replay exactly what was missed (or to say ResyncRequired: never a silent
-gap). Errors that a reconnect cannot fix (INVALID_ARGUMENT, PERMISSION_DENIED, ...) end
+gap). The stream asks for batches (`WatchConfig.max_batch`), which a busy server uses to
+send many changes in one message; they are handed out one event at a time, each event's
+token becoming the resume point only when that event is, so a token saved mid-batch
+resumes mid-batch. A server that predates batches sends single changes, read the same way.
+Errors that a reconnect cannot fix (INVALID_ARGUMENT, PERMISSION_DENIED, ...) end
 the stream with the client's exception. Closing the stream (`close()`, leaving a `with`
 block, or dropping the last reference) cancels the call and stops the watchdog thread.
 """
@@ -20,6 +25,7 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -72,27 +78,49 @@ class Backoff:
 
 
 class WatchState:
-    """What both stream flavours share: the request, the resume token, message triage."""
+    """What both stream flavours share: the request, the resume token, message triage and
+    the rest of a received batch."""
 
-    def __init__(self, request: pb.WatchChangesRequest, resume_token: str | None) -> None:
+    def __init__(self, request: pb.WatchChangesRequest, resume_token: str | None, max_batch: int) -> None:
         self._request = request
+        self._max_batch = max_batch
         self.resume_token = resume_token or ""
+        self._batch: deque[pb.ChangeEvent] = deque()
 
     def request(self) -> pb.WatchChangesRequest:
         request = pb.WatchChangesRequest()
         request.CopyFrom(self._request)
         request.resume_token = self.resume_token
+        request.max_batch = self._max_batch
+        # The stream reads again only once a batch is handed out, so this is empty; were it
+        # not, the server replays those events after the token anyway.
+        self._batch.clear()
         return request
 
+    def buffered(self) -> pb.ChangeEvent | None:
+        """The next event of the batch being handed out, its token now the resume point."""
+        if not self._batch:
+            return None
+        event = self._batch.popleft()
+        self._remember(event)
+        return event
+
     def accept(self, response: pb.WatchChangesResponse) -> Message | None:
-        """Take the resume token from a message; return its payload (None: skip it)."""
+        """Take the resume token from a message; return its payload (None: skip it). Of a
+        batch, the first event is returned and the rest kept for `buffered()`."""
         which = response.WhichOneof("message")
         if which is None:
             return None  # a message kind newer than this client
+        if which == "changes":
+            self._batch.extend(response.changes.events)
+            return self.buffered()
         message: Message = getattr(response, which)
+        self._remember(message)
+        return message
+
+    def _remember(self, message: Message) -> None:
         if message.resume_token:  # an empty token would restart from "now" and skip
             self.resume_token = message.resume_token
-        return message
 
 
 class _CallGuard:
@@ -191,7 +219,7 @@ class WatchStream(Iterator[pb.ChangeEvent]):
         on_progress: ProgressCallback | None = None,
     ) -> None:
         self._open_call = open_call
-        self._state = WatchState(request, resume_token)
+        self._state = WatchState(request, resume_token, config.max_batch)
         self._backoff = Backoff(config)
         self._on_resync = on_resync
         self._on_progress = on_progress
@@ -211,6 +239,9 @@ class WatchStream(Iterator[pb.ChangeEvent]):
 
     def __next__(self) -> pb.ChangeEvent:
         while True:
+            event = self._buffered()
+            if event is not None:
+                return event
             if self._responses is None:
                 self._connect()
             assert self._responses is not None
@@ -239,6 +270,10 @@ class WatchStream(Iterator[pb.ChangeEvent]):
                 self._on_progress(message)
             elif isinstance(message, pb.ResyncRequired) and self._on_resync is not None:
                 self._on_resync(message.reason)
+
+    def _buffered(self) -> pb.ChangeEvent | None:
+        """The rest of a received batch, unless the stream was closed meanwhile."""
+        return None if self._guard.closed else self._state.buffered()
 
     def _connect(self) -> None:
         if self._guard.closed:

@@ -1,0 +1,190 @@
+"""WatchChanges batches (`max_batch` > 1) over a real gRPC server, and the shipped clients
+unpacking them: every event once, in order, with its own token; resync markers in place;
+unbatched streams byte-for-byte as before; the cap."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+from hybridcache.client import AsyncHybridCacheClient, ClientConfig, HybridCacheClient, WatchConfig
+from hybridcache.server.hub import Sequenced, decode_token, to_proto
+from hybridcache.server.watch import MAX_BATCH
+from hybridcache.v1 import hybridcache_pb2 as pb
+from tests.integration.test_watch_stream import CALL_TIMEOUT_S, WatchServer, _event, watch_server
+
+pytestmark = pytest.mark.timeout(60)
+CLIENT_CONFIG = ClientConfig(watch=WatchConfig(idle_timeout=10, initial_backoff=0.05, max_backoff=0.5))
+
+
+def changes_of(message: pb.WatchChangesResponse) -> list[pb.ChangeEvent]:
+    which = message.WhichOneof("message")
+    if which == "changes":
+        return list(message.changes.events)
+    return [message.change] if which == "change" else []
+
+
+def read_changes(call: Any, count: int) -> tuple[list[pb.ChangeEvent], int]:
+    """Read until `count` changes arrived: (the changes, how many messages carried them)."""
+    events: list[pb.ChangeEvent] = []
+    messages = 0
+    for message in call:
+        batch = changes_of(message)
+        messages += bool(batch)
+        events.extend(batch)
+        if len(events) >= count:
+            break
+    call.cancel()
+    return events, messages
+
+
+def assert_in_order_with_tokens(events: list[pb.ChangeEvent], first: int, last: int) -> None:
+    assert [e.sequence for e in events] == list(range(first, last + 1))  # each once, in order
+    for e in events:
+        point = decode_token(e.resume_token)
+        assert point.sequence == e.sequence
+
+
+def started(srv: WatchServer, **request: Any) -> Any:
+    call = srv.watch(**request)
+    first = next(call)
+    assert first.WhichOneof("message") == "progress"  # the server is watching: publish now
+    return call
+
+
+def test_a_burst_arrives_complete_in_order_in_fewer_messages() -> None:
+    total = 2_000
+    with watch_server(buffer=total) as srv:
+        batched = started(srv, max_batch=256)
+        single = started(srv)
+        for i in range(total):
+            srv.hub.publish(_event(key=f"op.{i}"))
+        events, messages = read_changes(batched, total)
+        assert_in_order_with_tokens(events, 1, total)
+        assert messages < total / 2, f"{messages} messages for {total} events: no batching"
+        events, messages = read_changes(single, total)
+        assert_in_order_with_tokens(events, 1, total)
+        assert messages == total  # a stream that did not ask gets no batches
+
+
+def test_a_replay_is_sent_in_batches_of_at_most_the_cap() -> None:
+    with watch_server() as srv:
+        token = srv.hub.token(srv.hub.current_sequence)
+        total = 2 * MAX_BATCH + 500
+        for i in range(total):
+            srv.hub.publish(_event(key=f"op.{i}"))
+        # Asking for more than the cap is clamped, not refused. The replay is pending all at
+        # once, so the batch sizes are exact.
+        call = srv.watch(max_batch=1_000_000, resume_token=token)
+        sizes = []
+        events: list[pb.ChangeEvent] = []
+        for message in call:
+            batch = changes_of(message)
+            sizes.append(len(batch))
+            events.extend(batch)
+            if len(events) == total:
+                break
+        call.cancel()
+        assert sizes == [MAX_BATCH, MAX_BATCH, 500]
+        assert_in_order_with_tokens(events, 1, total)
+
+
+def test_resync_markers_are_never_reordered_within_batches() -> None:
+    bound = 20
+    with watch_server(buffer=bound) as srv:
+        call = started(srv, max_batch=256)
+        for i in range(2_000):  # big events, not read meanwhile: the subscriber falls behind
+            srv.hub.publish(_event(key=f"op.{i}", padding=2_000))
+        sentinel = srv.hub.publish(_event(key="sentinel"))
+        last = 0
+        resyncs = 0
+        for message in call:
+            which = message.WhichOneof("message")
+            if which == "resync_required":
+                resyncs += 1
+                point = decode_token(message.resync_required.resume_token).sequence
+                assert point >= last  # nothing before the marker is newer than its position
+                last = point
+                continue
+            for event in changes_of(message):
+                assert event.sequence > last  # in order, and after the marker's position
+                last = event.sequence
+            if last == sentinel:
+                break
+        call.cancel()
+        assert resyncs >= 1
+        assert srv.hub.stats().lagged_total >= 1
+
+
+def test_unbatched_stream_bytes_are_unchanged() -> None:
+    with watch_server() as srv:
+        # Read the raw bytes, as an old client's decoder would receive them.
+        channel = grpc.insecure_channel(srv.target)
+        raw = channel.unary_stream(
+            "/hybridcache.v1.HybridCache/WatchChanges",
+            request_serializer=pb.WatchChangesRequest.SerializeToString,
+            response_deserializer=None,
+        )
+        call = raw(pb.WatchChangesRequest(), metadata=[("x-test-tenants", "*")], timeout=CALL_TIMEOUT_S)
+        first = next(call)
+        sequence = srv.hub.current_sequence
+        assert first == to_proto.progress(sequence, srv.hub.token(sequence)).SerializeToString()
+        events = [_event(key=f"op.{i}") for i in range(5)]
+        for event in events:
+            srv.hub.publish(event)
+        received = [next(call) for _ in events]
+        call.cancel()
+        channel.close()
+        expected = [
+            to_proto.change_event(Sequenced(n, e), srv.hub.token(n)).SerializeToString()
+            for n, e in enumerate(events, start=sequence + 1)
+        ]
+        assert received == expected
+
+
+def test_the_client_unpacks_batches_and_resumes_mid_batch() -> None:
+    total = 600
+    with watch_server() as srv, HybridCacheClient(srv.target, CLIENT_CONFIG) as client:
+        start = srv.hub.token(0)
+        for i in range(total):
+            srv.hub.publish(_event(key=f"op.{i}"))
+        # The replay is pending at once: batches of 256, 256, 88, handed out one event at a time.
+        stream = client.watch(resume_token=start)
+        taken: list[pb.ChangeEvent] = []
+        for event in stream:
+            taken.append(event)
+            assert stream.resume_token == event.resume_token  # the token moves per event
+            if len(taken) == 300:  # in the middle of the second batch
+                break
+        saved = stream.resume_token
+        stream.close()
+        rest: list[pb.ChangeEvent] = []
+        with client.watch(resume_token=saved) as resumed:
+            for event in resumed:
+                rest.append(event)
+                if len(rest) == total - 300:
+                    break
+        assert_in_order_with_tokens(taken + rest, 1, total)  # zero missed, zero duplicated
+
+
+def test_the_async_client_unpacks_batches() -> None:
+    total = 600
+    with watch_server() as srv:
+        for i in range(total):
+            srv.hub.publish(_event(key=f"op.{i}"))
+
+        async def read() -> list[int]:
+            async with AsyncHybridCacheClient(srv.target, CLIENT_CONFIG) as client:
+                seen: list[int] = []
+                async with client.watch(resume_token=srv.hub.token(0)) as stream:
+                    async for event in stream:
+                        seen.append(event.sequence)
+                        assert stream.resume_token == event.resume_token
+                        if len(seen) == total:
+                            break
+                return seen
+
+        assert asyncio.run(read()) == list(range(1, total + 1))
