@@ -12,7 +12,6 @@ Limits are per caller, so one caller exhausting its budget never refuses another
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +22,8 @@ import grpc
 
 from hybridcache.server.auth import Authenticator, Caller
 from hybridcache.server.errors import abort
-from hybridcache.server.metrics import Metrics
-
-log = logging.getLogger("hybridcache.rpc")
+from hybridcache.server.logs import log_rpc
+from hybridcache.server.metrics import Metrics, RpcSeries
 
 _current = threading.local()  # the sync server runs a call's handler on one pool thread
 
@@ -72,22 +70,34 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         self._log_rpcs = log_rpcs
         self._lock = threading.Lock()
         self._budgets: dict[str, _Budget] = {}
+        # Full method name -> (the service's handler, the gated handler built for it).
+        self._gated: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        # The sync server asks on every call. A method's gated handler (and its labelled
+        # metrics) is built once, reused while the service hands out the same handler.
         handler = continuation(details)
-        if handler is None or not details.method.startswith(self._prefixes):
+        if handler is None:
+            return None
+        gated = self._gated.get(details.method)
+        if gated is not None and gated[0] is handler:
+            return gated[1]
+        if not details.method.startswith(self._prefixes):
             return handler
-        method = details.method.rsplit("/", 1)[-1]
-        metadata = details.invocation_metadata
+        wrapped = self._wrap(handler, details.method.rsplit("/", 1)[-1])
+        self._gated[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, metadata),
+                self._unary(handler.unary_unary, self._metrics.rpc_series(method, "unary")),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method, metadata),
+                self._stream(handler.unary_stream, self._metrics.rpc_series(method, "server_stream")),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -145,16 +155,14 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
 
     # --- wrappers
 
-    def _unary(
-        self, inner: Callable[[Any, Any], Any], method: str, metadata: Any
-    ) -> Callable[[Any, Any], Any]:
+    def _unary(self, inner: Callable[[Any, Any], Any], series: RpcSeries) -> Callable[[Any, Any], Any]:
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            self._metrics.rpc_started.labels(method, "unary").inc()
+            series.started.inc()
             caller: Caller | None = None
             code = "OK"
             try:
-                caller = self._admit(context, metadata, counts_in_flight=True)
+                caller = self._admit(context, context.invocation_metadata(), counts_in_flight=True)
                 return inner(request, context)
             except Exception:
                 code = _code_name(context)
@@ -162,21 +170,21 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
             finally:
                 if caller is not None:
                     self._release(caller)
-                self._done(method, caller, code, started)
+                self._done(series, caller, code, started)
 
         return behavior
 
     def _stream(
-        self, inner: Callable[[Any, Any], Iterator[Any]], method: str, metadata: Any
+        self, inner: Callable[[Any, Any], Iterator[Any]], series: RpcSeries
     ) -> Callable[[Any, Any], Iterator[Any]]:
         def behavior(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            self._metrics.rpc_started.labels(method, "server_stream").inc()
+            series.started.inc()
             caller: Caller | None = None
             code = "OK"
             try:
                 # Streams are capped by the stream limiter, not the unary in-flight cap.
-                caller = self._admit(context, metadata, counts_in_flight=False)
+                caller = self._admit(context, context.invocation_metadata(), counts_in_flight=False)
                 yield from inner(request, context)
             except Exception:
                 code = _code_name(context)
@@ -185,24 +193,16 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
                 code = "CANCELLED"
                 raise
             finally:
-                self._done(method, caller, code, started)
+                self._done(series, caller, code, started)
 
         return behavior
 
-    def _done(self, method: str, caller: Caller | None, code: str, started: float) -> None:
+    def _done(self, series: RpcSeries, caller: Caller | None, code: str, started: float) -> None:
         seconds = time.perf_counter() - started
-        self._metrics.rpc_handled.labels(method, code).inc()
-        self._metrics.rpc_seconds.labels(method).observe(seconds)
+        series.handled(code).inc()
+        series.seconds.observe(seconds)
         if self._log_rpcs:
-            log.info(
-                "rpc",
-                extra={
-                    "caller": caller.name if caller else "-",
-                    "method": method,
-                    "code": code,
-                    "duration_ms": round(seconds * 1000, 3),
-                },
-            )
+            log_rpc(caller.name if caller else "-", series.method, code, round(seconds * 1000, 3))
 
 
 def _code_name(context: grpc.ServicerContext) -> str:

@@ -56,6 +56,9 @@ class Metrics:
             "hybridcache_freshness_degraded", "1 while change notifications are not flowing.", registry=r
         )
 
+    def rpc_series(self, method: str, grpc_type: str) -> RpcSeries:
+        return RpcSeries(self, method, grpc_type)
+
     def observe_fetch(self, what: str, seconds: float, ok: bool) -> None:
         self.wrapper_fetch_seconds.labels(what, "ok" if ok else "error").observe(seconds)
 
@@ -65,6 +68,33 @@ class Metrics:
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class RpcSeries:
+    """One method's RPC series, labelled once for every call of it.
+
+    `.labels()` costs ~1.3 µs (it builds, validates and looks up the label tuple under a lock),
+    three per RPC in the gate; a labelled child is the same object for the metric's lifetime,
+    so holding it gives the same series at ~0.5 µs an increment. A status code's child is
+    created on its first use, so a series appears only once a call ended with that code, as
+    before.
+    """
+
+    __slots__ = ("_handled", "_handled_by_code", "method", "seconds", "started")
+
+    def __init__(self, metrics: Metrics, method: str, grpc_type: str) -> None:
+        self.method = method
+        self._handled = metrics.rpc_handled
+        self._handled_by_code: dict[str, Any] = {}
+        self.started = metrics.rpc_started.labels(method, grpc_type)
+        self.seconds = metrics.rpc_seconds.labels(method)
+
+    def handled(self, code: str) -> Any:
+        child = self._handled_by_code.get(code)
+        if child is None:
+            # Racing threads get the same child: `.labels()` is idempotent and thread-safe.
+            child = self._handled_by_code[code] = self._handled.labels(self.method, code)
+        return child
 
 
 class _FunctionCollector(Collector):
