@@ -18,9 +18,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from hybridcache.server.bench import cpus
+from hybridcache.server.bench.servers import BENCH_EVENT_ID_PREFIX as EVENT_ID_PREFIX
 
 WATCH_METHOD = "/hybridcache.v1.HybridCache/WatchChanges"
-EVENT_ID_PREFIX = "bench-"
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,17 @@ async def _watch_one(spec: Subscribe, channel: Any, ready: asyncio.Event, counte
     try:
         async for message in call:
             now = time.monotonic_ns()
-            change = message.change if message.HasField("change") else None
-            if change is None or not change.event_id.startswith(EVENT_ID_PREFIX):
+            which = message.WhichOneof("message")
+            if which == "change":
+                events: Any = (message.change,)
+            elif which == "changes":  # a batch (the request asked for `max_batch`)
+                events = message.changes.events
+            else:
                 continue
-            out.append(int(change.event_id[len(EVENT_ID_PREFIX) :]))
-            out.append(now)
+            for change in events:
+                if change.event_id.startswith(EVENT_ID_PREFIX):
+                    out.append(int(change.event_id[len(EVENT_ID_PREFIX) :]))
+                    out.append(now)
             if len(out) >= 2 * spec.expected:
                 break
     except Exception:  # noqa: S110 (a deadline ends the stream; what arrived is the result)

@@ -1,7 +1,9 @@
 """The floor: what the service can never beat, measured on this machine in this run.
 
     server-model   empty unary RPC: sync grpc.server (4 threads) vs grpc.aio, 1 and 16 in flight
-    redis          a raw GET; PUBLISH -> subscriber at 1,000 messages/s (1, 10, 100 subscribers)
+    redis          a raw GET; a bare TCP round trip between two processes (this host's cost of
+                   waking a process on the other side of loopback, which every RPC pays);
+                   PUBLISH -> subscriber (measured in the propagation group)
     wrapper        a direct httpx.Client GET to the development Wrapper
 
 (The empty RPC on the Service's own stack, behind its gate, is measured next to the
@@ -10,6 +12,9 @@ service RPCs in `service.py`, so the ratios there come from one run.)
 
 from __future__ import annotations
 
+import multiprocessing
+import socket
+from multiprocessing.connection import Connection
 from typing import Any
 
 import httpx
@@ -18,7 +23,7 @@ from hybridcache.server.bench import cpus
 from hybridcache.server.bench.consumers import Subscribe, Subscribers, delivery_latencies, paced_publish
 from hybridcache.server.bench.loadgen import Call
 from hybridcache.server.bench.servers import EMPTY_METHOD, ServerProcess
-from hybridcache.server.bench.stats import Summary, median_of, summarize
+from hybridcache.server.bench.stats import Summary, summarize
 from hybridcache.server.bench.suite import Bench, Figure, Group, Load, pooled, timed_samples
 from hybridcache.server.redis_process import RedisProcess
 
@@ -55,14 +60,55 @@ def redis_floor(bench: Bench, redis: RedisProcess) -> Group:
     plan = bench.plan
     client = redis.client()
     client.set("bench:key", b"x" * 16)
-    runs = [
-        _summary_of_loop(timed_samples(lambda: client.get("bench:key"), count=plan.max_calls, warmup=500))
+    samples = [
+        timed_samples(lambda: client.get("bench:key"), count=plan.max_calls, warmup=500)
         for _ in range(plan.runs)
     ]
-    group.add(Figure("redis.get.x1", median_of(runs), runs, {"in_flight": 1}))
+    runs = [_summary_of_loop(run) for run in samples]
+    group.add(Figure("redis.get.x1", pooled(samples, runs), runs, {"in_flight": 1}))
     client.close()
+    group.add(tcp_round_trip_figure(bench))
     # PUBLISH -> subscribe is measured in the propagation group, side by side with WatchChanges.
     return group
+
+
+def tcp_round_trip_figure(bench: Bench) -> Figure:
+    """One byte to an echo process on the server core and back, TCP_NODELAY, over loopback:
+    the least any request/response between two processes costs on this host."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    echo = ctx.Process(target=_echo_server, args=(child,), daemon=True)
+    echo.start()
+    try:
+        port = parent.recv()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def round_trip() -> None:
+                sock.sendall(b"x")
+                if not sock.recv(1):
+                    raise ConnectionError("echo server closed")
+
+            samples = [
+                timed_samples(round_trip, count=bench.plan.max_calls, warmup=500)
+                for _ in range(bench.plan.runs)
+            ]
+    finally:
+        echo.terminate()
+        echo.join(5)
+    runs = [_summary_of_loop(run) for run in samples]
+    return Figure("tcp.round-trip.x1", pooled(samples, runs), runs, {"in_flight": 1})
+
+
+def _echo_server(conn: Connection) -> None:
+    cpus.pin(cpus.SERVER_CPU)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        conn.send(server.getsockname()[1])
+        peer, _ = server.accept()
+        with peer:
+            peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := peer.recv(64):
+                peer.sendall(data)
 
 
 def pubsub_figure(bench: Bench, redis: RedisProcess, subscribers: int, rate: float) -> Figure:

@@ -72,6 +72,7 @@ class LoadResult:
     processes: int
     in_flight: int
     errors_seen: list[str] = field(default_factory=list)
+    latencies_ns: array.array[int] = field(default_factory=lambda: array.array("q"))  # every sample
 
 
 def _caller(job: _Job, stubs: list[Any], index: int, out: list[_Result]) -> None:
@@ -211,6 +212,7 @@ class LoadPool:
             processes=used,
             in_flight=in_flight,
             errors_seen=[r.error_text for r in results if r.error_text],
+            latencies_ns=latencies,
         )
 
     def close(self) -> None:

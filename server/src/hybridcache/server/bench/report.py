@@ -105,8 +105,7 @@ def render(groups: list[dict[str, Any]]) -> str:
         ]
         if g["figures"]:
             lines += [
-                "| figure | p50 µs | p99 µs | max µs | throughput /s | samples (median run) "
-                "| server CPU | notes |",
+                "| figure | p50 µs | p99 µs | max µs | throughput /s | samples | server CPU | notes |",
                 "|---|---:|---:|---:|---:|---:|---:|---|",
             ]
             for f in g["figures"]:

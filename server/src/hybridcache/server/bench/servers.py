@@ -13,8 +13,10 @@ the code measuring it. The child reports its port over a pipe and serves until t
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
+import time
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
@@ -23,16 +25,49 @@ from hybridcache.server.bench import cpus
 
 BENCH_SERVICE = "hybridcache.bench.Bench"
 EMPTY_METHOD = f"/{BENCH_SERVICE}/Empty"
+APPLIED_METHOD = f"/{BENCH_SERVICE}/Applied"
+BENCH_EVENT_ID_PREFIX = "bench-"  # event ids of the events the benchmarks publish
 _READY_TIMEOUT_S = 60.0
 
 
-def bench_handler() -> Any:
-    """The bench-only empty unary RPC: raw bytes in, zero bytes out (no proto involved)."""
+def bench_handler(applied: dict[str, int] | None = None) -> Any:
+    """The bench-only empty unary RPC: raw bytes in, zero bytes out (no proto involved).
+
+    With `applied` (the Service only), also `Applied`: returns, as JSON, the
+    {event id: CLOCK_MONOTONIC ns} of every bench event the cache applied since the last
+    call, and forgets them (see `_record_applied`)."""
     import grpc  # noqa: PLC0415
 
-    return grpc.method_handlers_generic_handler(
-        BENCH_SERVICE, {"Empty": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")}
-    )
+    methods = {"Empty": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")}
+    if applied is not None:
+
+        def take_applied(request: bytes, context: Any) -> bytes:
+            taken = dict(applied)
+            for event_id in taken:
+                applied.pop(event_id, None)
+            return json.dumps(taken).encode()
+
+        methods["Applied"] = grpc.unary_unary_rpc_method_handler(take_applied)
+    return grpc.method_handlers_generic_handler(BENCH_SERVICE, methods)
+
+
+def _record_applied(applied: dict[str, int]) -> None:
+    """Timestamp each bench event as the cache applies it, inside this (bench-only) server
+    process: the ingestor hands a change to `ChangeHub.publish` right after the core applied
+    it, on the same thread, so wrapping that method (before the Service is built, which binds
+    it) records "publish -> cache applied" at µs resolution — something no client can see
+    (an event's `publishedAt` has ms resolution). CLOCK_MONOTONIC is system-wide, so the
+    parent compares it with its own publish times."""
+    from hybridcache.server.hub.hub import ChangeHub  # noqa: PLC0415
+
+    original = ChangeHub.publish
+
+    def publish(self: ChangeHub, event: Any) -> int:
+        if event.event_id.startswith(BENCH_EVENT_ID_PREFIX):
+            applied[event.event_id] = time.monotonic_ns()
+        return original(self, event)
+
+    ChangeHub.publish = publish  # type: ignore[method-assign]
 
 
 def _serve_sync(conn: Connection, *, gate: bool) -> None:
@@ -101,7 +136,9 @@ def _serve_service(conn: Connection, env: Mapping[str, str]) -> None:
     from hybridcache.server.config import load_settings  # noqa: PLC0415
 
     settings = load_settings({"HYBRIDCACHE_HOST": "127.0.0.1", "HYBRIDCACHE_PORT": "0", **env})
-    service = create_service(settings, extra_handlers=[bench_handler()])
+    applied: dict[str, int] = {}
+    _record_applied(applied)
+    service = create_service(settings, extra_handlers=[bench_handler(applied)])
     conn.send(service.port)
     conn.recv()
     service.stop(1)
