@@ -20,7 +20,7 @@ import grpc
 
 from hybridcache.server import convert
 from hybridcache.server.auth import Caller
-from hybridcache.server.core import HybridCache, Read
+from hybridcache.server.core import HybridCache, PermissionReason, Read
 from hybridcache.server.core.errors import CacheError
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost, FeatureFlag, OrgUnit, UserProfile, UserStatus
@@ -101,8 +101,8 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         except CacheError as exc:
             abort_with(context, exc)
 
-    def _provenance(self, read: Read) -> pb.Provenance:
-        return convert.provenance(read.source, read.age_s, read.version, self._freshness())
+    def _provenance(self, read: Read, into: pb.Provenance) -> None:
+        convert.provenance(read.source, read.age_s, read.version, self._freshness(), into)
 
     # --- unary reads
 
@@ -110,16 +110,13 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         self, request: pb.GetCreditCostRequest, context: grpc.ServicerContext
     ) -> pb.GetCreditCostResponse:
         read = self._read(
-            context,
-            request.tenant_id,
-            Kind.CREDIT_COSTS,
-            request.operation_code,
-            lambda k: check_key(k, "operation_code"),
+            context, request.tenant_id, Kind.CREDIT_COSTS, request.operation_code, _operation_code
         )
         assert isinstance(read.value, CreditCost)
-        return pb.GetCreditCostResponse(
-            credit_cost=convert.credit_cost(read.value), provenance=self._provenance(read)
-        )
+        response = pb.GetCreditCostResponse()
+        convert.credit_cost(read.value, response.credit_cost)
+        self._provenance(read, response.provenance)
+        return response
 
     def BatchGetCreditCosts(
         self, request: pb.BatchGetCreditCostsRequest, context: grpc.ServicerContext
@@ -130,21 +127,18 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
             found, missing = self._cache.get_many(tenant, Kind.CREDIT_COSTS, codes, deadline_of(context))
         except CacheError as exc:
             abort_with(context, exc)
-        costs = []
+        response = pb.BatchGetCreditCostsResponse(missing_operation_codes=missing)
         oldest: Read | None = None
         for code in codes:
             read = found.get(code)
             if read is None:
                 continue
             assert isinstance(read.value, CreditCost)
-            costs.append(convert.credit_cost(read.value))
+            convert.credit_cost(read.value, response.credit_costs.add())
             if oldest is None or read.age_s > oldest.age_s:
                 oldest = read
-        response = pb.BatchGetCreditCostsResponse(credit_costs=costs, missing_operation_codes=missing)
         if oldest is not None:
-            response.provenance.CopyFrom(
-                convert.provenance(oldest.source, oldest.age_s, 0, self._freshness())
-            )
+            convert.provenance(oldest.source, oldest.age_s, 0, self._freshness(), response.provenance)
         return response
 
     def CheckPermission(
@@ -157,59 +151,54 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
             decision = self._cache.check_permission(tenant, user_id, permission, deadline_of(context))
         except CacheError as exc:
             abort_with(context, exc)
-        return pb.CheckPermissionResponse(
+        response = pb.CheckPermissionResponse(
             allowed=decision.allowed,
-            reason=_PERMISSION_REASON[decision.reason.name],
+            reason=_PERMISSION_REASON[decision.reason],
             granted_by_role=decision.role_id,
             matched_grant=decision.matched_grant,
-            provenance=convert.provenance("cache", decision.age_s, decision.version, self._freshness()),
         )
+        convert.provenance("cache", decision.age_s, decision.version, self._freshness(), response.provenance)
+        return response
 
     def GetUserStatus(
         self, request: pb.GetUserStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetUserStatusResponse:
         read = self._read(context, request.tenant_id, Kind.USER_STATUS, request.user_id, check_user_id)
         assert isinstance(read.value, UserStatus)
-        return pb.GetUserStatusResponse(
-            user_status=convert.user_status(read.value), provenance=self._provenance(read)
-        )
+        response = pb.GetUserStatusResponse()
+        convert.user_status(read.value, response.user_status)
+        self._provenance(read, response.provenance)
+        return response
 
     def GetFeatureFlag(
         self, request: pb.GetFeatureFlagRequest, context: grpc.ServicerContext
     ) -> pb.GetFeatureFlagResponse:
-        read = self._read(
-            context,
-            request.tenant_id,
-            Kind.FEATURE_FLAGS,
-            request.flag_key,
-            lambda k: check_key(k, "flag_key"),
-        )
+        read = self._read(context, request.tenant_id, Kind.FEATURE_FLAGS, request.flag_key, _flag_key)
         assert isinstance(read.value, FeatureFlag)
-        return pb.GetFeatureFlagResponse(
-            feature_flag=convert.feature_flag(read.value), provenance=self._provenance(read)
-        )
+        response = pb.GetFeatureFlagResponse()
+        convert.feature_flag(read.value, response.feature_flag)
+        self._provenance(read, response.provenance)
+        return response
 
     def GetUserProfile(
         self, request: pb.GetUserProfileRequest, context: grpc.ServicerContext
     ) -> pb.GetUserProfileResponse:
         read = self._read(context, request.tenant_id, Kind.USER_PROFILES, request.user_id, check_user_id)
         assert isinstance(read.value, UserProfile)
-        return pb.GetUserProfileResponse(
-            user_profile=convert.user_profile(read.value), provenance=self._provenance(read)
-        )
+        response = pb.GetUserProfileResponse()
+        convert.user_profile(read.value, response.user_profile)
+        self._provenance(read, response.provenance)
+        return response
 
     def GetOrgUnit(
         self, request: pb.GetOrgUnitRequest, context: grpc.ServicerContext
     ) -> pb.GetOrgUnitResponse:
-        read = self._read(
-            context,
-            request.tenant_id,
-            Kind.ORG_UNITS,
-            request.org_unit_id,
-            lambda k: check_key(k, "org_unit_id"),
-        )
+        read = self._read(context, request.tenant_id, Kind.ORG_UNITS, request.org_unit_id, _org_unit_id)
         assert isinstance(read.value, OrgUnit)
-        return pb.GetOrgUnitResponse(org_unit=convert.org_unit(read.value), provenance=self._provenance(read))
+        response = pb.GetOrgUnitResponse()
+        convert.org_unit(read.value, response.org_unit)
+        self._provenance(read, response.provenance)
+        return response
 
     def GetCacheStats(
         self, request: pb.GetCacheStatsRequest, context: grpc.ServicerContext
@@ -251,10 +240,23 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         return self._watch(request, context)
 
 
-# Keyed by the core's PermissionReason member names.
-_PERMISSION_REASON: dict[str, pb.PermissionReason.ValueType] = {
-    "GRANTED": pb.PERMISSION_REASON_GRANTED,
-    "USER_INACTIVE": pb.PERMISSION_REASON_USER_INACTIVE,
-    "UNKNOWN_USER": pb.PERMISSION_REASON_UNKNOWN_USER,
-    "NO_ROLE_GRANTS": pb.PERMISSION_REASON_NO_ROLE_GRANTS,
+# The key checks of the single reads, by field name (one function each, not a lambda per call).
+def _operation_code(value: str) -> str:
+    return check_key(value, "operation_code")
+
+
+def _flag_key(value: str) -> str:
+    return check_key(value, "flag_key")
+
+
+def _org_unit_id(value: str) -> str:
+    return check_key(value, "org_unit_id")
+
+
+# Keyed by member, not by `.name`: that property cost ~0.15 µs a call, 4x the lookup.
+_PERMISSION_REASON: dict[PermissionReason, pb.PermissionReason.ValueType] = {
+    PermissionReason.GRANTED: pb.PERMISSION_REASON_GRANTED,
+    PermissionReason.USER_INACTIVE: pb.PERMISSION_REASON_USER_INACTIVE,
+    PermissionReason.UNKNOWN_USER: pb.PERMISSION_REASON_UNKNOWN_USER,
+    PermissionReason.NO_ROLE_GRANTS: pb.PERMISSION_REASON_NO_ROLE_GRANTS,
 }
