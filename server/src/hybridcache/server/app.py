@@ -34,6 +34,7 @@ from hybridcache.server.core.errors import CacheError
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.events import ChangeFeed, FeedConfig
 from hybridcache.server.gate import CallerLimits, Gate, current_caller
+from hybridcache.server.heap import HeapSettler
 from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
 from hybridcache.server.metrics import Metrics
 from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service
@@ -66,6 +67,8 @@ class Service:
         self.stopping = threading.Event()
         self.metrics = Metrics()
         self.synced_at: dict[str, float] = {}  # tenant -> wall time of its last snapshot load
+        # Replicas are long-lived objects the cyclic collector need not rescan (heap.py).
+        self.heap = HeapSettler() if settings.gc_freeze else None
         self.wrapper = WrapperClient(
             settings.wrapper_url,
             settings.wrapper_token.get_secret_value(),
@@ -154,6 +157,8 @@ class Service:
 
     def _snapshot_loaded(self, tenant_id: str) -> None:
         self.synced_at[tenant_id] = time.time()
+        if self.heap is not None:
+            self.heap.loaded()
 
     def _stats_extra(self, response: pb.GetCacheStatsResponse) -> None:
         snapshot = self.feed.stats.snapshot()
@@ -175,6 +180,8 @@ class Service:
             self.metrics.serve(self.settings.metrics_port, self.settings.host)
         self.server.start()
         self.feed.start()
+        if self.heap is not None:
+            self.heap.start()
         for thread in self._threads:
             thread.start()
         return self
@@ -202,6 +209,8 @@ class Service:
             pending.pop(0)
             pause = _WARM_RETRY_S[0]
         if not self.stopping.is_set():
+            if self.heap is not None:
+                self.heap.settle_now()  # the one long pause, before any caller is sent here
             self._set_serving(True)
             log.info("serving", extra={"port": self.port, "tenants": len(self.settings.tenants)})
 
@@ -228,6 +237,8 @@ class Service:
         grace = self.settings.grace_s if grace_s is None else grace_s
         self.server.stop(grace).wait()
         self.feed.stop()
+        if self.heap is not None:
+            self.heap.stop()
         self._rpc_pool.shutdown(wait=False)  # grpc does not own the pool it was given
         self._background.shutdown(wait=False, cancel_futures=True)
         self.wrapper.close()
