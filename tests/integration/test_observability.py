@@ -220,5 +220,19 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: tuple[str
         )
     logs = log_path.read_text()
     assert re.search(r'"method": "GetUserProfile"', logs), f"expected one line per RPC, got:\n{logs[-2000:]}"
+    rpc_lines = [json.loads(line) for line in logs.splitlines() if line.startswith('{"event": "rpc"')]
+    assert [(line["caller"], line["code"]) for line in rpc_lines[:4]] == [
+        ("crm", "OK"),
+        ("-", "UNAUTHENTICATED"),
+        ("-", "UNAUTHENTICATED"),
+        ("crm", "INVALID_ARGUMENT"),
+    ]
+    fields = ["event", "level", "logger", "timestamp", "caller", "method", "code", "duration_ms"]
+    for line in rpc_lines:
+        assert list(line) == fields
+        assert (line["level"], line["logger"]) == ("info", "hybridcache.rpc")
+        assert line["method"] == "GetUserProfile"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", line["timestamp"])
+        assert isinstance(line["duration_ms"], float)
     found = [canary for canary in CANARIES if canary in logs]
     assert not found, f"log contains {found}"
