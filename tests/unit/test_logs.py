@@ -28,13 +28,14 @@ def stdout() -> Iterator[io.StringIO]:
     setup is restored afterwards."""
     loggers = [logging.getLogger(name) for name in ("", "httpx", "httpcore")]
     levels = [logger.level for logger in loggers]
-    handlers, config, json_handler = loggers[0].handlers[:], structlog.get_config(), logs._json_handler
+    handlers, config = loggers[0].handlers[:], structlog.get_config()
+    json_output = logs._json_handler, logs._json_formatter
     yield io.StringIO()
     for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
     loggers[0].handlers[:] = handlers
     structlog.configure(**config)
-    logs._json_handler = json_handler
+    logs._json_handler, logs._json_formatter = json_output
 
 
 def configure(stdout: io.StringIO, fmt: Literal["json", "console"], level: str) -> None:
@@ -117,6 +118,14 @@ def test_a_filter_on_the_rpc_logger_is_honoured(stdout: io.StringIO) -> None:
     finally:
         rpc.removeFilter(drop)
     assert lines(stdout) == []
+
+
+def test_another_formatter_on_the_handler_is_used(stdout: io.StringIO) -> None:
+    configure(stdout, "json", "info")
+    assert logs._json_handler is not None
+    logs._json_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    log_rpc("crm", "GetCreditCost", "OK", 0.5)
+    assert lines(stdout) == ["INFO hybridcache.rpc rpc"]
 
 
 def test_console_mode_renders_through_the_chain(stdout: io.StringIO) -> None:
