@@ -5,6 +5,8 @@ unbatched streams byte-for-byte as before; the cap."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 import grpc
@@ -187,3 +189,38 @@ def test_the_async_client_unpacks_batches() -> None:
                 return seen
 
         assert asyncio.run(read()) == list(range(1, total + 1))
+
+
+def test_under_sustained_load_a_batched_stream_is_paced_and_loses_nothing() -> None:
+    # 100 messages/s for the one open stream: at most one message every 10 ms.
+    total = 300
+    with watch_server(buffer=total, messages_per_s=100) as srv:
+        call = started(srv, max_batch=256)
+
+        def publish_steadily() -> None:
+            for i in range(total):
+                srv.hub.publish(_event(key=f"op.{i}"))
+                time.sleep(0.001)  # ~1,000 changes/s, the load being paced (not a readiness wait)
+
+        publisher = threading.Thread(target=publish_steadily)
+        started_at = time.monotonic()
+        publisher.start()
+        events, messages = read_changes(call, total)
+        elapsed = time.monotonic() - started_at
+        publisher.join()
+        assert_in_order_with_tokens(events, 1, total)
+        most = elapsed / 0.010 + 2  # one message per 10 ms, and the first at once
+        assert messages <= most, f"{messages} messages in {elapsed:.2f} s: the stream was not paced"
+
+
+def test_an_idle_batched_stream_is_not_held() -> None:
+    # One message every 2 s at most; but this stream has been quiet for longer than that.
+    with watch_server(messages_per_s=0.5) as srv:
+        call = started(srv, max_batch=256)
+        time.sleep(2.5)  # the stream's last message (the confirming Progress) is older than the gap
+        published_at = time.monotonic()
+        srv.hub.publish(_event(key="op.after-quiet"))
+        events, _ = read_changes(call, 1)
+        waited = time.monotonic() - published_at
+        assert [e.keys[0] for e in events] == ["op.after-quiet"]
+        assert waited < 1.0, f"an idle stream held its change for {waited:.2f} s (pacing must not apply)"

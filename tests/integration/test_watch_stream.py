@@ -25,7 +25,7 @@ from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost
 from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter, decode_token
 from hybridcache.server.registration import add_hybridcache_service
-from hybridcache.server.watch import serve_watch
+from hybridcache.server.watch import DEFAULT_MESSAGES_PER_S, serve_watch
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.helpers import wait_for
@@ -84,6 +84,7 @@ def watch_server(
     heartbeat_s: float = 5.0,
     max_streams: int = 64,
     max_per_caller: int = 64,
+    messages_per_s: float = DEFAULT_MESSAGES_PER_S,
 ) -> Iterator[WatchServer]:
     hub = ChangeHub(retain=retain, subscriber_buffer=buffer)
     limiter = StreamLimiter(max_streams=max_streams, max_per_caller=max_per_caller)
@@ -105,6 +106,7 @@ def watch_server(
                 heartbeat_s=heartbeat_s,
                 stop=stop,
                 stop_poll_s=0.1,
+                messages_per_s=messages_per_s,
             )
         finally:
             with running_lock:

@@ -105,6 +105,7 @@ class Service:
             limiter=self.stream_limiter,
             allowed_tenants=_allowed_tenants,
             heartbeat_s=settings.watch_heartbeat_s,
+            messages_per_s=settings.watch_messages_per_s,
             stop=self.stopping,
         )
         # WatchChanges is registered apart (below): its messages leave pre-serialized.

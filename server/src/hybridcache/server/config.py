@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         1000, ge=1, description="Events buffered per stream before it is told to resync."
     )
     watch_heartbeat_s: float = Field(5.0, gt=0, description="Idle stream heartbeat (Progress) interval.")
+    watch_messages_per_s: float = Field(
+        5000.0,
+        ge=0,
+        description="Batched WatchChanges streams together send about this many messages a second "
+        "at most: under load each holds its next one until (open streams / this) after its last, "
+        "gathering changes meanwhile; an idle stream sends at once (0: no pacing).",
+    )
 
     # --- Security
     insecure_dev_mode: bool = Field(

@@ -13,7 +13,10 @@ scans; reference counting still frees them the moment a replica is replaced. So 
 collect once (nothing cyclic is frozen for good), freeze again. That one pause replaces a
 pause of the same length every few tens of seconds, and is rate-limited: a burst of
 reloads (a Redis outage resyncs every tenant) settles once, `min_interval_s` after the
-previous settle at the earliest.
+previous settle at the earliest. Not much later, though: the resync that follows the first
+subscription reloads every replica just after the warm-up settled, and until the next
+settle those copies are scanned again (seen in the benchmarks as a p99 of 3.4 ms instead
+of 0.75 ms for publish -> applied in the first minute).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_INTERVAL_S = 60.0
+DEFAULT_MIN_INTERVAL_S = 10.0
 DEFAULT_QUIET_S = 1.0  # no reload for this long: the burst is over
 
 

@@ -36,7 +36,6 @@ from hybridcache.server.validation import (
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 
-WatchHandler = Callable[[pb.WatchChangesRequest, grpc.ServicerContext], Iterator[pb.WatchChangesResponse]]
 StatsExtra = Callable[[pb.GetCacheStatsResponse], None]
 
 
@@ -62,12 +61,10 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         cache: HybridCache,
         *,
         freshness: Callable[[], str],
-        watch: WatchHandler | None = None,
         stats_extra: StatsExtra | None = None,
     ) -> None:
         self._cache = cache
         self._freshness = freshness
-        self._watch = watch
         self._stats_extra = stats_extra
 
     # --- shared steps
@@ -230,14 +227,13 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
             self._stats_extra(response)
         return response
 
-    # --- stream
-
     def WatchChanges(
         self, request: pb.WatchChangesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchChangesResponse]:
-        if self._watch is None:
-            abort(context, grpc.StatusCode.UNIMPLEMENTED, "WatchChanges is not enabled", "NOT_ENABLED")
-        return self._watch(request, context)
+        """Never registered: `registration.add_hybridcache_service` puts `watch.serve_watch`
+        in its place (its messages leave pre-serialized). Defined because the generated base
+        class declares it."""
+        abort(context, grpc.StatusCode.UNIMPLEMENTED, "WatchChanges is served elsewhere", "NOT_ENABLED")
 
 
 # The key checks of the single reads, by field name (one function each, not a lambda per call).
