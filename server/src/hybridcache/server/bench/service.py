@@ -71,8 +71,12 @@ def service_group(bench: Bench, redis: RedisProcess, wrapper: Any) -> Group:
             loads[f"service.empty.x{n}"] = Load(Call(server.target, EMPTY_METHOD), n, server.pid)
             for name, (method, reqs) in requests.items():
                 loads[f"{name}.hit.x{n}"] = Load(Call(server.target, method, reqs), n, server.pid)
+            # A/A control: the empty RPC again, last in each round. Its ratio to the first is
+            # what this host's noise alone does to a ratio measured this way.
+            loads[f"service.empty.control.x{n}"] = Load(Call(server.target, EMPTY_METHOD), n, server.pid)
         for figure in bench.compare(loads).values():
             group.add(figure)
+        _control_values(group)
         _hit_targets(group)
         _wrapper_figures(bench, group, server, wrapper, requests)
         _near_cache(bench, group, server.target)
@@ -83,6 +87,17 @@ def service_group(bench: Bench, redis: RedisProcess, wrapper: Any) -> Group:
         )
         group.add(logged_figures["service.empty.logged.x1"])
     return group
+
+
+def _control_values(group: Group) -> None:
+    f = group.figures
+    for n in (1, 16):
+        first, again = f[f"service.empty.x{n}"].summary, f[f"service.empty.control.x{n}"].summary
+        group.values[f"control_x{n}"] = (
+            f"the empty RPC against itself: p50 {ratio(again.p50_us, first.p50_us)}×, "
+            f"p99 {ratio(again.p99_us, first.p99_us)}×, "
+            f"throughput {ratio(again.throughput_per_s, first.throughput_per_s)}×"
+        )
 
 
 def _hit_targets(group: Group) -> None:
