@@ -102,12 +102,17 @@ class Bench:
         self.pool = pool
 
     def compare(self, loads: Mapping[str, Load]) -> dict[str, Figure]:
-        """Each load `plan.runs` times, interleaved. A figure's p50 / p99 / max are over the
-        samples of all its runs pooled (>= 10k); throughput is the median run's."""
+        """Each load `plan.runs` times, interleaved, each round in a rotated order. A figure's
+        p50 / p99 / max are over the samples of all its runs pooled (>= 10k); throughput is
+        the median run's."""
         runs: dict[str, list[tuple[LoadResult, float]]] = {name: [] for name in loads}
-        for _ in range(self.plan.runs):
-            for name, load in loads.items():
-                runs[name].append(self._one(load))
+        names = list(loads)
+        for run in range(self.plan.runs):
+            # Each round starts at a different load, so that no figure always runs first
+            # (after a pause) or last.
+            start = run * len(names) // self.plan.runs
+            for name in names[start:] + names[:start]:
+                runs[name].append(self._one(loads[name]))
         figures = {}
         for name, results in runs.items():
             summaries = [r.summary for r, _ in results]
