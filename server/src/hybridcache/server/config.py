@@ -54,7 +54,11 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address the gRPC server binds.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: pick a free one).")
     rpc_workers: int = Field(
-        4, ge=1, le=256, description="Threads serving unary RPCs (more did not help here: GIL)."
+        4,
+        ge=1,
+        le=256,
+        description="Threads for unary RPCs beyond the stream cap: the server's pool is this plus "
+        "HYBRIDCACHE_MAX_STREAMS, and unary calls use any idle thread of it.",
     )
     gc_freeze: bool = Field(
         True,
