@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from hybridcache.client import WatchConfig
 from hybridcache.server.bench.consumers import (
     Subscribe,
     Subscribers,
@@ -40,7 +41,7 @@ TENANT = TENANTS[0]
 CHANNEL = f"crm:{TENANT}:credit-config-changed"
 OPERATION = "crm.leads.create"
 WATCH_RATES = {1: 1000.0, 10: 1000.0, 100: 1000.0}  # the Service's streams: 1,000 events/s for every N
-MAX_BATCH = 256  # what the shipped client asks for
+MAX_BATCH = WatchConfig().max_batch  # what the shipped client asks for
 
 
 def _event(seq: int, version: int) -> str:
@@ -152,9 +153,7 @@ def watch_figure(
 
 
 def _watch_request() -> bytes:
-    request = pb.WatchChangesRequest(tenant_ids=[TENANT], kinds=[pb.KIND_CREDIT_COSTS])
-    if "max_batch" in pb.WatchChangesRequest.DESCRIPTOR.fields_by_name:
-        request.max_batch = MAX_BATCH
+    request = pb.WatchChangesRequest(tenant_ids=[TENANT], kinds=[pb.KIND_CREDIT_COSTS], max_batch=MAX_BATCH)
     return request.SerializeToString()
 
 

@@ -71,7 +71,7 @@ def service_group(bench: Bench, redis: RedisProcess, wrapper: Any) -> Group:
             loads[f"service.empty.x{n}"] = Load(Call(server.target, EMPTY_METHOD), n, server.pid)
             for name, (method, reqs) in requests.items():
                 loads[f"{name}.hit.x{n}"] = Load(Call(server.target, method, reqs), n, server.pid)
-            # A/A control: the empty RPC again, last in each round. Its ratio to the first is
+            # A/A control: the empty RPC again, as a load of its own. Its ratio to the first is
             # what this host's noise alone does to a ratio measured this way.
             loads[f"service.empty.control.x{n}"] = Load(Call(server.target, EMPTY_METHOD), n, server.pid)
         for figure in bench.compare(loads).values():

@@ -43,13 +43,13 @@ def _set_new_value(message: pb.ChangeEvent, value: Value) -> None:
     """Fill the `new_value` oneof; on-demand kinds (profiles, org units) carry no value."""
     match value:
         case CreditCost():
-            message.credit_cost.CopyFrom(convert.credit_cost(value))
+            convert.credit_cost(value, message.credit_cost)
         case RolePermissions():
-            message.role_permissions.CopyFrom(convert.role_permissions(value))
+            convert.role_permissions(value, message.role_permissions)
         case UserStatus():
-            message.user_status.CopyFrom(convert.user_status(value))
+            convert.user_status(value, message.user_status)
         case FeatureFlag():
-            message.feature_flag.CopyFrom(convert.feature_flag(value))
+            convert.feature_flag(value, message.feature_flag)
         case _:
             pass
 
