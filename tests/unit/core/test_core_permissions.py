@@ -58,16 +58,6 @@ def wrapper() -> FakeWrapper:
     return w
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cache(wrapper: FakeWrapper, clock: FakeClock) -> HybridCache:
-    return HybridCache(wrapper, clock=clock)
-
-
 def test_granted_by_the_first_matching_role_in_order(cache: HybridCache, clock: FakeClock) -> None:
     cache.ensure_tenant(T)
     clock.advance(3.0)

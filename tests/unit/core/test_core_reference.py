@@ -53,11 +53,6 @@ def wrapper() -> FakeWrapper:
     return w
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 def make(
     wrapper: FakeWrapper, clock: FakeClock, submit: ManualSubmit | None = None, **overrides: object
 ) -> HybridCache:

@@ -38,16 +38,6 @@ def wrapper() -> FakeWrapper:
     return w
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cache(wrapper: FakeWrapper, clock: FakeClock) -> HybridCache:
-    return HybridCache(wrapper, clock=clock)
-
-
 def test_first_read_loads_every_replica_kind_once(cache: HybridCache, wrapper: FakeWrapper) -> None:
     read = cache.get(T, CC, "crm.leads.create")
     assert read.value == cost("crm.leads.create", "2.5", 3)
