@@ -96,12 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("bench", help="the benchmark suite (hybridcache bench --help; docs/BENCHMARKS.md)")
     check = commands.add_parser("health", help="check a running server's health (exit 0 when SERVING)")
     check.add_argument("--target", default=None, help="host:port (default 127.0.0.1:$HYBRIDCACHE_PORT)")
+    from hybridcache.server import opscli  # noqa: PLC0415 (the operator's `stats` and `watch`)
+
+    opscli.register(commands)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark runner parses its own options
         from hybridcache.server.bench.runner import main as bench_main  # noqa: PLC0415
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
+    if (code := opscli.run(args)) is not None:
+        return code
     if args.command == "serve":
         return serve(args.workers)
     if args.command == "health":
