@@ -81,6 +81,51 @@ def _met(met: bool | None) -> str:
     return {True: "**met**", False: "**not met**", None: "not measured"}[met]
 
 
+# The seed design note's comparison (its "Aspect" table and its "90% less local storage,
+# 80% less data transfer" for hybrid), beside what the strategy group measures.
+SEED_CLAIMS = {
+    "storage": {"full": "100%", "hybrid": '20% ("90% less")', "on-demand": "5%"},
+    "network": {"full": "High", "hybrid": 'Low ("80% less")', "on-demand": "Medium"},
+    "read latency": {"full": "Fastest", "hybrid": "Fast", "on-demand": "Slower"},
+    "Wrapper calls per 1,000 reads": {"full": "—", "hybrid": "—", "on-demand": "—"},
+    "staleness": {"full": "Risky", "hybrid": "Guaranteed", "on-demand": "Guaranteed"},
+}
+STRATEGIES = ("full", "hybrid", "on-demand")
+
+
+def _strategy_measured(row: str, values: dict[str, Any], strategy: str) -> str:
+    v, full = values[strategy], values["full"]
+    if row == "storage":
+        return f"{v['storage_bytes'] / 1e6:.1f} MB ({100 * v['storage_bytes'] / full['storage_bytes']:.0f}%)"
+    if row == "network":
+        return f"{v['network_bytes'] / 1e6:.2f} MB ({100 * v['network_bytes'] / full['network_bytes']:.0f}%)"
+    if row == "read latency":
+        return f"p50 {v['read_p50_us'] / 1000:.2f} ms, p99 {v['read_p99_us'] / 1000:.1f} ms"
+    if row == "staleness":
+        return f"p50 {v['staleness_p50_ms']:.1f} ms, max {v['staleness_max_ms']:.1f} ms"
+    return _fmt(v["wrapper_calls_per_1000_reads"])
+
+
+def strategy_table(values: dict[str, Any]) -> list[str]:
+    """The seed's rows, its claimed figures beside the measured ones (percentages of full)."""
+    header = " | ".join(
+        f"{name}: seed | {name}: measured" for name in ("full replication", "hybrid", "on-demand")
+    )
+    lines = [f"| | {header} |", "|---" + "|---" * 2 * len(STRATEGIES) + "|"]
+    for row, claims in SEED_CLAIMS.items():
+        cells = " | ".join(f"{claims[s]} | {_strategy_measured(row, values, s)}" for s in STRATEGIES)
+        lines.append(f"| {row} | {cells} |")
+    return [
+        *lines,
+        "",
+        "Storage: the server's RSS above an idle server's; network: Wrapper HTTP bytes (start-up and "
+        "workload) plus Redis bytes out; staleness: after each change, how long reads kept returning "
+        "the old value. Percentages are of full replication's. "
+        "![strategies compared](bench-results/strategy.png)",
+        "",
+    ]
+
+
 def render(groups: list[dict[str, Any]]) -> str:
     lines: list[str] = [BEGIN, ""]
     targets = [t for g in groups for t in g["targets"]]
@@ -120,9 +165,13 @@ def render(groups: list[dict[str, Any]]) -> str:
                     f"| {note_text} |"
                 )
             lines.append("")
-        if g["values"]:
+        values = dict(g["values"])
+        if g["group"] == "strategy" and all(isinstance(values.get(s), dict) for s in STRATEGIES):
+            lines += strategy_table(values)
+            values = {k: v for k, v in values.items() if k not in STRATEGIES}
+        if values:
             lines += ["| value | |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in g["values"].items()]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in values.items()]
             lines.append("")
         if g["missing"]:
             lines += ["Not measured in this run:", ""] + [f"- {m}" for m in g["missing"]] + [""]
@@ -141,6 +190,18 @@ def write_markdown(doc: Path, groups: list[dict[str, Any]]) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     doc.write_text(text, encoding="utf-8")
+
+
+def write_pictures(directory: Path) -> None:
+    """PNG and SVG plots beside the JSON (bench.plots), when matplotlib (the `bench` extra) is there."""
+    try:
+        from hybridcache.server.bench.plots import write_plots  # noqa: PLC0415
+
+        written = write_plots(directory)
+    except ImportError:
+        print("no plots: matplotlib is missing (pip install -e '.[bench]')", file=sys.stderr)
+        return
+    print(f"plots: {', '.join(p.name for p in written)}", file=sys.stderr)
 
 
 def print_group(data: dict[str, Any]) -> None:

@@ -137,5 +137,6 @@ def main(argv: list[str]) -> int:
                 report.write_group(args.results, data)
     if not args.no_write and not plan.quick:
         report.write_markdown(args.doc, report.load_groups(args.results))
+        report.write_pictures(args.results)
     print(f"done in {time.monotonic() - started:.0f} s; failed: {failed or 'none'}", file=sys.stderr)
     return 1 if failed else 0
