@@ -15,6 +15,18 @@ from hybridcache.server.workers import WORKER_ENV
 
 log = logging.getLogger("hybridcache")
 
+# The service's distribution on the package index (its import package is hybridcache.server).
+DISTRIBUTION = "hybridcache-server"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
 
 def serve(workers: int | None = None) -> int:
     """Run the server until SIGTERM / SIGINT; then shut down gracefully and exit 0.
@@ -59,28 +71,41 @@ def serve(workers: int | None = None) -> int:
     return 0
 
 
-def health(target: str | None) -> int:
-    """One grpc.health.v1 Check (container HEALTHCHECK): exit 0 when SERVING, 1 otherwise."""
-    import grpc  # noqa: PLC0415
-    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+def health(
+    target: str | None,
+    *,
+    ca_file: str | None = None,
+    server_name: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> int:
+    """One grpc.health.v1 Check (container HEALTHCHECK): exit 0 when SERVING, 1 otherwise.
 
+    It reads the server's own HYBRIDCACHE_* settings, so in the server's container it needs
+    no options: the port, and with HYBRIDCACHE_TLS_CERT_FILE set it speaks TLS (see
+    hybridcache.server.health_check for which certificates it trusts and presents).
+    """
+    from hybridcache.server.health_check import HealthTLS, check_health  # noqa: PLC0415
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"hybridcache health: configuration error: {exc}", file=sys.stderr)
+        return 1
     if target is None:
-        import os  # noqa: PLC0415
-
-        target = f"127.0.0.1:{os.environ.get('HYBRIDCACHE_PORT', '50051')}"
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-        except grpc.RpcError as exc:
-            print(f"hybridcache health: {target}: {exc.code().name}", file=sys.stderr)
-            return 1
-    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
-    print(f"hybridcache health: {target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
-    return 0 if serving else 1
+        host = settings.host if settings.host not in ("", "0.0.0.0", "::", "[::]") else "127.0.0.1"
+        target = f"{host}:{settings.port}"
+    tls = HealthTLS.for_server(
+        settings, ca_file=ca_file, server_name=server_name, client_cert=client_cert, client_key=client_key
+    )
+    ok, message = check_health(target, tls)
+    print(f"hybridcache health: {target}: {message}", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hybridcache", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser(
         "serve", help="run the gRPC server (configured by HYBRIDCACHE_* variables)"
@@ -96,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("bench", help="the benchmark suite (hybridcache bench --help; docs/BENCHMARKS.md)")
     check = commands.add_parser("health", help="check a running server's health (exit 0 when SERVING)")
     check.add_argument("--target", default=None, help="host:port (default 127.0.0.1:$HYBRIDCACHE_PORT)")
+    # With TLS on (HYBRIDCACHE_TLS_CERT_FILE) the defaults suit the server's own container.
+    check.add_argument("--ca-file", default=None, help="CA to verify the server (default: its certificate)")
+    check.add_argument("--server-name", default=None, help="name to verify (default: the certificate's)")
+    check.add_argument("--client-cert", default=None, help="mTLS client certificate (default: the server's)")
+    check.add_argument("--client-key", default=None, help="mTLS client key (default: the server's)")
     from hybridcache.server import opscli  # noqa: PLC0415 (the operator's `stats` and `watch`)
 
     opscli.register(commands)
@@ -110,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args.workers)
     if args.command == "health":
-        return health(args.target)
+        return health(
+            args.target,
+            ca_file=args.ca_file,
+            server_name=args.server_name,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+        )
     if args.command == "dev":
         from hybridcache.server.devstack import run_dev_stack  # noqa: PLC0415
 
