@@ -1,52 +1,64 @@
-# Usual targets. Every target installs what it needs into .venv first (scripts/bootstrap).
+# Usual targets (`make help` lists them). Every target installs what it needs into .venv
+# first (scripts/bootstrap).
 PY := .venv/bin/python
 BOOT := scripts/bootstrap
+# The one image tag (README, deploy/deployment.yaml): the distribution's name and version.
+IMAGE := hybridcache-server:0.1.0
 
-.PHONY: install proto proto-check lint typecheck buf test test-faults scaleout manifests soak bench run docker clean
+.PHONY: help install proto proto-check lint typecheck buf test test-faults scaleout manifests soak bench run docker image-test fresh-test clean
 
-install:
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## set up .venv (scripts/bootstrap; idempotent)
 	$(BOOT)
 
-proto: install
+proto: install ## regenerate client/src/hybridcache/v1 from protos/
 	$(PY) scripts/gen_protos.py
 
-proto-check: install
+proto-check: install ## fail if the generated code has drifted from protos/
 	$(PY) scripts/gen_protos.py --check
 
-buf: install
-	scripts/buf lint
-
-lint: install
+lint: install ## ruff check, ruff format --check, mypy
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-typecheck: install
+typecheck: install ## mypy --strict
 	.venv/bin/mypy
 
-test:
+buf: install ## buf lint of protos/
+	scripts/buf lint
+
+test: ## the one test command (scripts/test): checks, lint, the test suite
 	scripts/test
 
-scaleout: install
+scaleout: install ## fleet measurements (10 replicas, Sentinel failover figures)
 	.venv/bin/pytest tests/scaleout -m scaleout -s -p no:cacheprovider
 
-manifests: install
+manifests: install ## check deploy/ against the Kubernetes schemas
 	$(PY) scripts/check_manifests.py
 
-test-faults: install
+test-faults: install ## fault-injection scenarios, full variants
 	.venv/bin/pytest tests/faults -m "faults" -p no:cacheprovider
 
-soak: install
+soak: install ## the 10-minute soak
 	.venv/bin/pytest tests/faults -m soak -p no:cacheprovider
 
-bench: install
+bench: install ## the benchmark suite (docs/BENCHMARKS.md)
 	.venv/bin/hybridcache bench
 
-run:
+run: ## the dev stack: Redis + development Wrapper + server (scripts/dev)
 	scripts/dev
 
-docker:
-	docker build -t hybridcache:dev .
+docker: ## build the image with docker, FROM the pinned public base
+	docker build -t $(IMAGE) .
 
-clean:
+image-test: install ## build the image here (podman, local Debian base) and run its entrypoint (root; minutes)
+	.venv/bin/pytest tests/image -m image -s -p no:cacheprovider
+
+fresh-test: install ## scripts/bootstrap + the dev stack in a clean clone, redis-server and npm hidden (minutes)
+	.venv/bin/pytest tests/fresh -m fresh -s -p no:cacheprovider
+
+clean: ## remove .venv and build/test caches
 	rm -rf .venv dist build .mypy_cache .ruff_cache .pytest_cache
