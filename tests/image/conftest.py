@@ -11,15 +11,18 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def deselect_unless_selected(
+    config: pytest.Config, items: list[pytest.Item], here: Path, marker: str
+) -> None:
+    """In folder `here`, keep the items marked `marker` only when `-m` selects it, and only
+    those then (deselected, not skipped, so the default run does not count them)."""
     markexpr = str(config.getoption("markexpr") or "")
-    wanted = "image" in markexpr and "not image" not in markexpr
+    wanted = marker in markexpr and f"not {marker}" not in markexpr
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
-        if (
-            HERE not in Path(str(item.fspath)).resolve().parents
-            or (item.get_closest_marker("image") is not None) == wanted
+        if here not in Path(str(item.fspath)).resolve().parents or (
+            (item.get_closest_marker(marker) is not None) == wanted
         ):
             keep.append(item)
         else:
@@ -27,3 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    deselect_unless_selected(config, items, HERE, "image")
