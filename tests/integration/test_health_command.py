@@ -86,7 +86,7 @@ def test_tls_server_is_checked_over_tls_from_its_own_settings(
     assert done.returncode == 0, f"health failed against a serving TLS server: {done.stderr}"
     assert done.stdout.strip().endswith(": SERVING")
     # A certificate the server does not hold is refused: the check really verifies.
-    wrong = health(env, "--ca-file", str(certificates["client_cert"]), "--server-name", SERVER_NAME)
+    wrong = health(env, "--tls-ca", str(certificates["client_cert"]), "--tls-server-name", SERVER_NAME)
     assert wrong.returncode == 1
     assert "UNAVAILABLE" in wrong.stderr
 
@@ -105,9 +105,9 @@ def test_mtls_presents_the_servers_certificate_or_the_one_given(
     refused = health(env)
     assert refused.returncode == 1, refused.stdout
     client = (
-        "--client-cert",
+        "--tls-cert",
         str(certificates["client_cert"]),
-        "--client-key",
+        "--tls-key",
         str(certificates["client_key"]),
     )
     accepted = health(env, *client)

@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("health", help="check a running server's health (exit 0 when SERVING)")
     check.add_argument("--target", default=None, help="host:port (default 127.0.0.1:$HYBRIDCACHE_PORT)")
     # With TLS on (HYBRIDCACHE_TLS_CERT_FILE) the defaults suit the server's own container.
-    check.add_argument("--ca-file", default=None, help="CA to verify the server (default: its certificate)")
-    check.add_argument("--server-name", default=None, help="name to verify (default: the certificate's)")
-    check.add_argument("--client-cert", default=None, help="mTLS client certificate (default: the server's)")
-    check.add_argument("--client-key", default=None, help="mTLS client key (default: the server's)")
+    check.add_argument("--tls-ca", default=None, help="CA to verify the server (default: its certificate)")
+    check.add_argument("--tls-server-name", default=None, help="name to verify (default: the certificate's)")
+    check.add_argument("--tls-cert", default=None, help="mTLS client certificate (default: the server's)")
+    check.add_argument("--tls-key", default=None, help="mTLS client key (default: the server's)")
     from hybridcache.server import opscli  # noqa: PLC0415 (the operator's `stats` and `watch`)
 
     opscli.register(commands)
@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         return health(
             args.target,
-            ca_file=args.ca_file,
-            server_name=args.server_name,
-            client_cert=args.client_cert,
-            client_key=args.client_key,
+            ca_file=args.tls_ca,
+            server_name=args.tls_server_name,
+            client_cert=args.tls_cert,
+            client_key=args.tls_key,
         )
     if args.command == "dev":
         from hybridcache.server.devstack import run_dev_stack  # noqa: PLC0415

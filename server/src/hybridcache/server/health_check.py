@@ -105,4 +105,4 @@ def certificate_name(target: str, tls: HealthTLS) -> str:
         for key, value in rdn:
             if key == "commonName":
                 return str(value)
-    raise ValueError("the server's certificate names no DNS name and no CN; pass --server-name")
+    raise ValueError("the server's certificate names no DNS name and no CN; pass --tls-server-name")
