@@ -51,13 +51,13 @@ cannot see `stop` there; `server.stop(grace)` cancels it at the end of the grace
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
+from hybridcache.server import ids
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.errors import abort
 from hybridcache.server.hub import (
@@ -77,7 +77,6 @@ from hybridcache.server.hub import (
 )
 from hybridcache.v1 import hybridcache_pb2 as pb
 
-TENANT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_TENANTS = 100
 MAX_KEY_PREFIX = 128
 # How often a waiting stream looks at `stop`: a threading.Event cannot wake a Condition
@@ -239,8 +238,8 @@ def _valid_tenants(tenant_ids: Iterable[str]) -> list[str]:
     if len(tenants) > MAX_TENANTS:
         raise ValueError(f"at most {MAX_TENANTS} tenant_ids")
     for index, tenant in enumerate(tenants):
-        if not TENANT_ID_RE.fullmatch(tenant):
-            raise ValueError(f"tenant_ids[{index}] must be 1-64 characters of [A-Za-z0-9._-]")
+        if not ids.TENANT.matches(tenant):
+            raise ValueError(f"tenant_ids[{index}] must be 1-64 {ids.TENANT.characters}")
     return tenants
 
 

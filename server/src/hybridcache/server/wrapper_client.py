@@ -23,11 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
-from hybridcache.server import codec
+from hybridcache.server import codec, wrapper_urls
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.source import Snapshot
@@ -142,6 +141,7 @@ class WrapperClient:
     def _get(self, path: str, deadline: float | None, *, what: str) -> Any:
         if deadline is None:
             deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
+        url = wrapper_urls.resolve(self._http.base_url, path)  # exactly this path, or refused
         attempt = 0
         while True:
             left = deadline - time.monotonic()
@@ -151,7 +151,7 @@ class WrapperClient:
                 )
             started = time.monotonic()
             try:
-                response = self._http.get(path, timeout=min(self._timeout_s, left))
+                response = self._http.get(url, timeout=min(self._timeout_s, left))
             except httpx.TimeoutException:
                 failure = WrapperUnavailable("the Wrapper did not answer in time", reason="WRAPPER_TIMEOUT")
             except httpx.TransportError as exc:
@@ -193,8 +193,9 @@ class WrapperClient:
 
 
 def _seg(value: str) -> str:
-    """One URL path segment; ids are validated already, this is defence in depth."""
-    return quote(value, safe="")
+    """One URL path segment, percent-encoded, never a dot segment (`wrapper_urls`); ids are
+    validated already, this is defence in depth."""
+    return wrapper_urls.segment(value)
 
 
 def _not_found(response: httpx.Response) -> NotFound:

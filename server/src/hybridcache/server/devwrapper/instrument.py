@@ -17,7 +17,7 @@ import contextlib
 import json
 import socket
 import struct
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,31 +25,39 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 HANG_SECONDS = 3600.0  # far beyond any client timeout; ends early when the client leaves
+RECENT_PATHS = 1000  # raw request paths kept, newest last
 _UNMATCHED = "(unmatched)"
 
 
 class RequestStats:
-    """Request counts per route template and per (route template, tenant)."""
+    """Request counts per route template and per (route template, tenant), and the last
+    RECENT_PATHS request paths exactly as they arrived (not decoded, not normalised), so a
+    test can see which path a client really asked for."""
 
     def __init__(self) -> None:
         self._by_route: Counter[str] = Counter()
         self._by_tenant: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._recent: deque[str] = deque(maxlen=RECENT_PATHS)
 
-    def count(self, route: str, tenant: str | None) -> None:
+    def count(self, route: str, tenant: str | None, raw_path: bytes = b"") -> None:
         self._by_route[route] += 1
         if tenant is not None:
             self._by_tenant[route][tenant] += 1
+        if raw_path:
+            self._recent.append(raw_path.decode("latin-1"))
 
     def snapshot(self) -> dict[str, object]:
         return {
             "requests": dict(sorted(self._by_route.items())),
             "byTenant": {r: dict(sorted(c.items())) for r, c in sorted(self._by_tenant.items())},
             "total": sum(self._by_route.values()),
+            "recentPaths": list(self._recent),
         }
 
     def reset(self) -> None:
         self._by_route.clear()
         self._by_tenant.clear()
+        self._recent.clear()
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ class ApiInstrumentation:
             await self.app(scope, receive, send)
             return
         route, tenant = self._route_of(scope)
-        self.stats.count(route, tenant)
+        self.stats.count(route, tenant, scope.get("raw_path") or path.encode("latin-1"))
         faults = self.faults.current
         if not faults.applies_to(route, tenant):
             await self.app(scope, receive, send)

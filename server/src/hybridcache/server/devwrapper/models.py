@@ -179,6 +179,7 @@ class StatsBody(_Model):
     requests: dict[str, int] = Field(description='per route template, e.g. "GET /api/tenants"')
     by_tenant: dict[str, dict[str, int]] = Field(description="per route template, per tenant")
     total: int
+    recent_paths: list[str] = Field(description="the last /api request paths as received, oldest first")
 
 
 class FaultsBody(_Body):

@@ -26,13 +26,13 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum, StrEnum
 from typing import Any, Final
 
-from hybridcache.server import codec
+from hybridcache.server import codec, ids
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import Value
 from hybridcache.server.events import signing
 
-TENANT_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-KEY_RE: Final = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
+# Tenant ids and keys have the shapes of `ids.py`'s table, as requests do. An event's key
+# field may be a user id, so keys take the user-id shape (the widest of the key shapes).
 APP_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")  # no ':' and no glob characters
 _MAX_EVENT_ID = 128
 _MAX_FIELD_NAME = 128
@@ -179,7 +179,7 @@ def _parse_channel(channel: bytes | str, config: DecoderConfig) -> tuple[str, st
     if len(text) > _MAX_CHANNEL or len(parts) != 3:
         raise _RejectedError("bad-channel")
     app, tenant_id, type_name = parts
-    if app not in config.apps or not TENANT_RE.fullmatch(tenant_id):
+    if app not in config.apps or not ids.TENANT.matches(tenant_id):
         raise _RejectedError("bad-channel")
     event_type = EVENT_TYPES.get(type_name)
     if event_type is None:
@@ -229,8 +229,8 @@ def _envelope(body: Any, tenant_id: str, event_type: EventType) -> tuple[str, in
 def _event(body: Any, app: str, tenant_id: str, event_type: EventType, now_ms: int) -> Event:
     event_id, published_at, data = _envelope(body, tenant_id, event_type)
     key = data.get(event_type.key_field)
-    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
-        raise _schema(f"field 'data.{event_type.key_field}' must match {KEY_RE.pattern}")
+    if not isinstance(key, str) or not ids.USER.matches(key):
+        raise _schema(f"field 'data.{event_type.key_field}' must be 1-128 {ids.USER.characters}")
     changed_fields = _changed_fields(data.get("changedFields"))
     if event_type.carries_value:
         action, value, deleted, version, old_value = _change(data, event_type.kind, key)
@@ -331,7 +331,7 @@ def _user_status(key: str, raw: object, version: int, field: str) -> Value:
     if not isinstance(raw, dict):
         raise _schema(f"field 'data.{field}' must be an object {{active, roles}}")
     roles = raw.get("roles")
-    if not isinstance(roles, list) or not all(isinstance(r, str) and KEY_RE.fullmatch(r) for r in roles):
+    if not isinstance(roles, list) or not all(isinstance(r, str) and ids.KEY.matches(r) for r in roles):
         raise _schema(f"field 'data.{field}.roles' must be a list of role ids")
     return codec.parse_item(
         Kind.USER_STATUS, {"userId": key, "active": raw.get("active"), "roles": roles, "version": version}
