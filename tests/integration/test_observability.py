@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import httpx
@@ -140,16 +140,26 @@ CANARY_PROFILE = {"email": "canary-0e1f@example.test", "phone": "+1-555-CANARY",
 CANARIES = [CANARY_CALLER_TOKEN, CANARY_WRAPPER_TOKEN, CANARY_HMAC, *CANARY_PROFILE.values(), "CANARY"]
 
 
+class LoggedServer(NamedTuple):
+    """A `hybridcache serve` process whose stdout and stderr go to `log_path`."""
+
+    target: str
+    log_path: Path
+    wrapper: Any
+    metrics_port: int
+
+
 @pytest.fixture
-def logged_server(own_redis: RedisProcess) -> Iterator[tuple[str, Path, Any]]:
+def logged_server(own_redis: RedisProcess) -> Iterator[LoggedServer]:
     with tempfile.TemporaryDirectory(prefix="hybridcache-logs-") as tmp:
         wrapper = launch(own_redis.url, token=CANARY_WRAPPER_TOKEN, db_path=str(Path(tmp) / "w.db"))
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         log_path = Path(tmp) / "server.log"
         env = {
             **os.environ,
             "HYBRIDCACHE_HOST": "127.0.0.1",
             "HYBRIDCACHE_PORT": str(port),
+            "HYBRIDCACHE_METRICS_PORT": str(metrics_port),
             "HYBRIDCACHE_WRAPPER_URL": wrapper.url,
             "HYBRIDCACHE_WRAPPER_TOKEN": CANARY_WRAPPER_TOKEN,
             "HYBRIDCACHE_REDIS_URL": own_redis.url,
@@ -169,15 +179,15 @@ def logged_server(own_redis: RedisProcess) -> Iterator[tuple[str, Path, Any]]:
                     wait_serving(f"127.0.0.1:{port}", timeout=60, alive=lambda: server.poll() is None)
                 except (RuntimeError, TimeoutError) as exc:
                     raise AssertionError(f"{exc}; its log:\n{log_path.read_text()[-3000:]}") from None
-                yield f"127.0.0.1:{port}", log_path, wrapper
+                yield LoggedServer(f"127.0.0.1:{port}", log_path, wrapper, metrics_port)
             finally:
                 server.terminate()
                 server.wait(20)
                 wrapper.stop()
 
 
-def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: tuple[str, Path, Any]) -> None:
-    target, log_path, wrapper = logged_server
+def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedServer) -> None:
+    target, log_path, wrapper, _ = logged_server
     headers = {"Authorization": f"Bearer {CANARY_WRAPPER_TOKEN}"}
     httpx.patch(
         f"{wrapper.url}/admin/tenants/acme/users/user-4/profile",

@@ -36,6 +36,7 @@ from hybridcache.server.events import ChangeFeed, FeedConfig
 from hybridcache.server.gate import CallerLimits, Gate, current_caller
 from hybridcache.server.heap import HeapSettler
 from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
+from hybridcache.server.logs import grpc_guard_metrics
 from hybridcache.server.metrics import Metrics
 from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service
 from hybridcache.server.servicer import HybridCacheServicer
@@ -118,7 +119,7 @@ class Service:
             max_workers=settings.rpc_workers + settings.max_streams, thread_name_prefix="hybridcache-rpc"
         )
         self.server = _grpc_server(settings, self._gate(extra_handlers), self._rpc_pool)
-        add_hybridcache_service(self.server, self.servicer, watch)
+        add_hybridcache_service(self.server, self.servicer, watch, on_malformed=self._count_malformed_request)
         self.server.add_generic_rpc_handlers(tuple(extra_handlers))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -131,6 +132,7 @@ class Service:
         )
         self.port = _bind(self.server, settings)
         register_collectors(self)
+        self.metrics.add_collector(grpc_guard_metrics)  # grpc's own log records, by reason
         self._set_serving(False)
         self._threads = [
             threading.Thread(target=self._warm_up, name="hybridcache-warm", daemon=True),
@@ -160,6 +162,9 @@ class Service:
         self.synced_at[tenant_id] = time.time()
         if self.heap is not None:
             self.heap.loaded()
+
+    def _count_malformed_request(self, method: str) -> None:
+        self.metrics.malformed_requests.labels(method).inc()
 
     def _stats_extra(self, response: pb.GetCacheStatsResponse) -> None:
         snapshot = self.feed.stats.snapshot()

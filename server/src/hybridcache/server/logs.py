@@ -4,6 +4,13 @@ The standard library's `logging` is routed through the same renderer, so modules
 use `logging.getLogger(__name__)`. What is logged never includes profile fields, tokens or
 secrets: values are logged by id and kind only, and `SecretStr` settings render masked.
 
+grpc's own log records are the exception to "values by id only": grpc logs a header value
+it cannot decode, and a body it cannot parse, in full (an `authorization: Bearer <token>\xff`
+header put the token in the log). They pass `GrpcRecordGuard` on the way out: the two known
+floods (undecodable metadata, undeserializable messages) become one counted line per reason
+per minute, and any other grpc record keeps only its text, with quoted values, arguments and
+tracebacks removed.
+
 One line is hot: the gate's line per RPC (`log_rpc`). Through logging and structlog's chain
 it costs ~55 µs, ~10 % of an RPC; in JSON mode it is rendered from a fixed template and
 written straight to the handler's stream instead (~6 µs), the same line the chain renders.
@@ -13,11 +20,18 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
 import structlog
+
+from hybridcache.server.events.ratelog import RateLimitedLog
+from hybridcache.server.metrics import counter
 
 _rpc_log = logging.getLogger("hybridcache.rpc")
 
@@ -73,6 +87,7 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    guard_grpc_logs(handler)
     # httpx logs every request at INFO, URL included (tenant and user ids): our own fetch
     # metrics and errors say what operators need, so keep the libraries to warnings.
     for noisy in ("httpx", "httpcore"):
@@ -128,3 +143,76 @@ def _only_handler(logger: logging.Logger) -> logging.Handler | None:
             found = handler
         current = current.parent if current.propagate else None
     return found
+
+
+# --- grpc's own records
+
+# grpc's loggers' messages for the two floods anyone can cause (cygrpc's metadata decoder and
+# grpc._common's deserializer). Matched by prefix: the rest of the line is the data.
+_GRPC_FLOODS = (
+    ("Invalid encoding on", "metadata-not-utf8"),
+    ("Exception deserializing", "message-not-parsable"),
+)
+_QUOTED = re.compile(r"""b?'[^']*'|b?"[^"]*"|<[^>]*>""")
+_MAX_GRPC_TEXT = 200
+
+
+class GrpcRecordGuard(logging.Filter):
+    """Lets no value from a grpc log record through (see the module docstring).
+
+    A handler filter on the `grpc` logger's own handler: grpc's records come from child
+    loggers (`grpc._common`, `grpc._cython.cygrpc`, ...), and only handler filters see what
+    children propagate. Counts by reason are kept for metrics (`counts`).
+    """
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self._summary = RateLimitedLog(
+            logging.getLogger("hybridcache.grpc"),
+            "grpc refused a request: %s (%d since the last line; values not logged)",
+            interval_s=interval_s,
+        )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        reason = next((r for prefix, r in _GRPC_FLOODS if text.startswith(prefix)), None)
+        with self._lock:
+            self.counts[reason or "other"] += 1
+        if reason is not None:
+            self._summary.note(reason)  # logs on hybridcache.grpc, which is not filtered by us
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg = _QUOTED.sub("<value>", text)[:_MAX_GRPC_TEXT]
+        if exc is not None:
+            record.msg += f" ({type(exc).__name__})"
+        record.args = None
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
+grpc_guard = GrpcRecordGuard()
+
+
+def guard_grpc_logs(handler: logging.Handler) -> None:
+    """Route grpc's loggers to a copy of `handler` (same stream and formatter) behind
+    `grpc_guard`, instead of the root handler: a filter there would cost the per-RPC line its
+    fast path, and grpc's records are rare."""
+    grpc_logger = logging.getLogger("grpc")
+    stream = getattr(handler, "stream", sys.stdout)
+    guarded = logging.StreamHandler(stream)
+    guarded.setFormatter(handler.formatter)
+    guarded.addFilter(grpc_guard)
+    grpc_logger.handlers[:] = [guarded]
+    grpc_logger.propagate = False
+
+
+def grpc_guard_metrics() -> Iterator[Any]:
+    """Scrape-time: grpc's own log records by reason (metadata-not-utf8, message-not-parsable, other)."""
+    yield counter(
+        "hybridcache_grpc_log_records",
+        "grpc's own log records, by reason; their values are never logged.",
+        ["reason"],
+        [([reason], count) for reason, count in sorted(grpc_guard.counts.items())],
+    )

@@ -55,6 +55,11 @@ class Metrics:
         self.freshness_degraded = Gauge(
             "hybridcache_freshness_degraded", "1 while change notifications are not flowing.", registry=r
         )
+        # Request bodies that are not the method's message (registration.py): INVALID_ARGUMENT.
+        self.malformed_requests = Counter(
+            "hybridcache_malformed_requests", "Request bodies that were not the method's message.",
+            ["grpc_method"], registry=r,
+        )  # fmt: skip
 
     def rpc_series(self, method: str, grpc_type: str) -> RpcSeries:
         return RpcSeries(self, method, grpc_type)
