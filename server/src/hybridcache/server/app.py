@@ -166,10 +166,14 @@ class Service:
     def _count_malformed_request(self, method: str) -> None:
         self.metrics.malformed_requests.labels(method).inc()
 
-    def _stats_extra(self, response: pb.GetCacheStatsResponse) -> None:
+    def _stats_extra(self, response: pb.GetCacheStatsResponse, tenants: frozenset[str] | None) -> None:
         snapshot = self.feed.stats.snapshot()
-        response.events_applied = snapshot.applied + snapshot.invalidated
-        response.events_rejected = sum(snapshot.rejected.values())
+        if tenants is None:
+            response.events_applied = snapshot.applied + snapshot.invalidated
+            response.events_rejected = sum(snapshot.rejected.values())
+        else:  # rejections before a tenant is known (bad channel, bad JSON) are nobody's
+            response.events_applied = sum(snapshot.changes_by_tenant.get(t, 0) for t in tenants)
+            response.events_rejected = sum(snapshot.rejected_by_tenant.get(t, 0) for t in tenants)
 
     def freshness(self) -> str:
         return str(self.feed.freshness())

@@ -36,7 +36,8 @@ from hybridcache.server.validation import (
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 
-StatsExtra = Callable[[pb.GetCacheStatsResponse], None]
+# Fills the event counters of a GetCacheStats answer: of these tenants only (None: of all).
+StatsExtra = Callable[[pb.GetCacheStatsResponse, frozenset[str] | None], None]
 
 
 # Work for a call must end a little before the caller's deadline, so the caller receives our
@@ -201,7 +202,10 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         self, request: pb.GetCacheStatsRequest, context: grpc.ServicerContext
     ) -> pb.GetCacheStatsResponse:
         caller = current_caller()
-        stats = self._cache.stats()
+        # A caller bound to tenants sees their figures only: a sum over all tenants would tell
+        # it how busy the others are. A caller allowed every tenant ("*") sees the whole server.
+        tenants = None if caller.all_tenants else caller.tenants
+        stats = self._cache.stats(tenants)
         response = pb.GetCacheStatsResponse(
             freshness=convert.FRESHNESS_TO_PROTO[self._freshness()],
             # Only the tenants this caller may read: tenant names are not everyone's business.
@@ -224,7 +228,7 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
                 )
             )
         if self._stats_extra is not None:
-            self._stats_extra(response)
+            self._stats_extra(response, tenants)
         return response
 
     def WatchChanges(

@@ -16,7 +16,7 @@ a wait on another thread's fetch, or `submit`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from hybridcache.server.core.errors import InvalidRequest, NotFound
 from hybridcache.server.core.kinds import Kind, Tier
@@ -26,7 +26,7 @@ from hybridcache.server.core.reference import ReferenceCache, Submit
 from hybridcache.server.core.replica import ReplicaSet
 from hybridcache.server.core.results import MISSING, ApplyOutcome, Change, Read, Source
 from hybridcache.server.core.source import WrapperSource
-from hybridcache.server.core.stats import CacheStats, Counters, KindStats, kind_stats
+from hybridcache.server.core.stats import CacheStats, KindStats, TenantCounters, kind_stats
 from hybridcache.server.core.values import RolePermissions, UserStatus, Value
 
 __all__ = [
@@ -63,7 +63,7 @@ class HybridCache:
             if policy.kind is not kind:
                 raise ValueError(f"the policy filed under {kind} is for {policy.kind}")
         self._policies = dict(policies)
-        self._counters = {kind: Counters() for kind in self._policies}
+        self._counters = TenantCounters(self._policies)
         replicated = [p for p in self._policies.values() if p.tier is Tier.REPLICA]
         self._replica = ReplicaSet(
             source,
@@ -222,17 +222,30 @@ class HybridCache:
 
     # --- monitoring
 
-    def stats(self) -> CacheStats:
+    def stats(self, tenants: Collection[str] | None = None) -> CacheStats:
+        """Counters and entries of every tenant, or only of `tenants` (what a caller bound to
+        them may see: nothing in it depends on another tenant's activity, except the adaptive
+        TTL, which every tenant's churn moves)."""
         kinds: dict[Kind, KindStats] = {}
         for kind, policy in self._policies.items():
             if policy.tier is Tier.REPLICA:
-                entries, ttl_s = self._replica.entries(kind), 0.0
+                entries, ttl_s = self._replica.entries(kind, tenants), 0.0
             else:
-                entries, ttl_s = self._reference.entries(kind), self._reference.ttl_s(kind)
-            kinds[kind] = kind_stats(kind, policy.tier, self._counters[kind], entries, ttl_s)
+                entries, ttl_s = self._reference.entries(kind, tenants), self._reference.ttl_s(kind)
+            counters = self._counters.total(kind, tenants)
+            kinds[kind] = kind_stats(kind, policy.tier, counters, entries, ttl_s)
+        loaded = self._replica.loaded_tenants()
+        if tenants is not None:
+            loaded = [t for t in loaded if t in tenants]
         return CacheStats(
             kinds=kinds,
-            loaded_tenants=len(self._replica.loaded_tenants()),
-            reference_entries=len(self._reference),
+            loaded_tenants=len(loaded),
+            reference_entries=len(self._reference)
+            if tenants is None
+            else sum(
+                self._reference.entries(kind, tenants)
+                for kind, p in self._policies.items()
+                if p.tier is Tier.ON_DEMAND
+            ),
             reference_capacity=self._reference.capacity,
         )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
 
 from hybridcache.server.core.errors import CacheError, NotFound, WrapperUnavailable
@@ -35,7 +35,7 @@ from hybridcache.server.core.policy import KindPolicy
 from hybridcache.server.core.results import Read, Source, make_read
 from hybridcache.server.core.singleflight import Flight, FlightTable
 from hybridcache.server.core.source import WrapperSource
-from hybridcache.server.core.stats import AdaptiveTtl, Counters
+from hybridcache.server.core.stats import AdaptiveTtl, TenantCounters
 from hybridcache.server.core.values import Value
 
 RefKey = tuple[str, Kind, str]
@@ -62,7 +62,7 @@ class ReferenceCache:
         self,
         source: WrapperSource,
         policies: Mapping[Kind, KindPolicy],
-        counters: Mapping[Kind, Counters],
+        counters: TenantCounters,
         *,
         max_entries: int,
         clock: Callable[[], float],
@@ -81,6 +81,7 @@ class ReferenceCache:
         self._entries: OrderedDict[RefKey, _Ref] = OrderedDict()
         self._flights: FlightTable[RefKey, Value] = FlightTable()
         self._per_kind = dict.fromkeys(policies, 0)
+        self._per_tenant_kind: dict[tuple[str, Kind], int] = {}
         self._next_adapt = clock() + AdaptiveTtl.ADAPT_INTERVAL_S
 
     # --- reads
@@ -95,7 +96,7 @@ class ReferenceCache:
                 self._entries.move_to_end(ref_key)
             except KeyError:
                 pass  # dropped concurrently: the entry was current when it was read
-            self._counters[kind].hits += 1
+            self._counters.of(tenant_id)[kind].hits += 1
             if now >= entry.refresh_at:
                 self._refresh_in_background(ref_key, entry)
             if now >= self._next_adapt:  # a kind that only hits must still get its TTL evaluated
@@ -108,7 +109,7 @@ class ReferenceCache:
         return self._miss(ref_key, deadline)
 
     def _miss(self, ref_key: RefKey, deadline: float | None) -> Read:
-        self._counters[ref_key[1]].misses += 1
+        self._counters.of(ref_key[0])[ref_key[1]].misses += 1
         with self._lock:
             flight, leader = self._flights.join_or_start(ref_key)
         try:
@@ -132,7 +133,7 @@ class ReferenceCache:
             return Read(entry.value, Source.CACHE, now - entry.stored_at, entry.value.version)
         if now - entry.expires_at > policy.max_stale_s:
             return None
-        self._counters[kind].stale += 1
+        self._counters.of(ref_key[0])[kind].stale += 1
         return Read(entry.value, Source.STALE, now - entry.stored_at, entry.value.version)
 
     # --- fetching
@@ -140,7 +141,7 @@ class ReferenceCache:
     def _fetch(self, ref_key: RefKey, flight: Flight[Value], deadline: float | None) -> Value:
         """The leader's part of a flight: call the Wrapper, store, wake the waiters."""
         tenant_id, kind, key = ref_key
-        counters = self._counters[kind]
+        counters = self._counters.of(tenant_id)[kind]
         started = self._clock()
         try:
             value = self._source.fetch_item(tenant_id, kind, key, deadline)
@@ -209,25 +210,35 @@ class ReferenceCache:
                 )
                 entry = _Ref(value, now, now + ttl, refresh_at)
             if held is None:
-                self._per_kind[kind] += 1
+                self._count_locked(ref_key, 1)
             self._entries[ref_key] = entry
             self._entries.move_to_end(ref_key)
-            self._counters[kind].stores += 1
+            self._counters.of(ref_key[0])[kind].stores += 1
             while len(self._entries) > self._max_entries:
                 evicted, _ = self._entries.popitem(last=False)
-                self._per_kind[evicted[1]] -= 1
+                self._count_locked(evicted, -1)
             self._adapt_locked(now)
 
     def _remove_locked(self, ref_key: RefKey) -> _Ref | None:
         entry = self._entries.pop(ref_key, None)
         if entry is not None:
-            self._per_kind[ref_key[1]] -= 1
+            self._count_locked(ref_key, -1)
         return entry
+
+    def _count_locked(self, ref_key: RefKey, delta: int) -> None:
+        """Keep the entry counts per kind and per (tenant, kind) in step with `_entries`."""
+        self._per_kind[ref_key[1]] += delta
+        tenant_kind = (ref_key[0], ref_key[1])
+        left = self._per_tenant_kind.get(tenant_kind, 0) + delta
+        if left:
+            self._per_tenant_kind[tenant_kind] = left
+        else:
+            del self._per_tenant_kind[tenant_kind]
 
     def invalidate(self, tenant_id: str, kind: Kind, key: str) -> None:
         now = self._clock()
         ref_key = (tenant_id, kind, key)
-        counters = self._counters[kind]
+        counters = self._counters.of(tenant_id)[kind]
         with self._lock:
             self._flights.fence(ref_key)
             entry = self._remove_locked(ref_key)
@@ -239,7 +250,7 @@ class ReferenceCache:
     def invalidate_kind(self, tenant_id: str, kind: Kind) -> None:
         """Drop every entry of one tenant's kind. O(entries): a scan, under the lock."""
         now = self._clock()
-        counters = self._counters[kind]
+        counters = self._counters.of(tenant_id)[kind]
         with self._lock:
             self._flights.fence_where(lambda k: k[0] == tenant_id and k[1] == kind)
             counters.invalidations += 1
@@ -255,21 +266,25 @@ class ReferenceCache:
             self._flights.fence_all()
             self._entries.clear()
             self._per_kind = dict.fromkeys(self._per_kind, 0)
+            self._per_tenant_kind.clear()
 
     def _adapt_locked(self, now: float) -> None:
         if now < self._next_adapt:
             return
         self._next_adapt = now + AdaptiveTtl.ADAPT_INTERVAL_S
         for kind, ttl in self._ttl.items():
-            ttl.evaluate(self._counters[kind])
+            ttl.evaluate(self._counters.total(kind))
 
     # --- introspection
 
     def ttl_s(self, kind: Kind) -> float:
         return self._ttl[kind].ttl_s
 
-    def entries(self, kind: Kind) -> int:
-        return self._per_kind[kind]
+    def entries(self, kind: Kind, tenants: Collection[str] | None = None) -> int:
+        """Entries of `kind` held (None: of every tenant)."""
+        if tenants is None:
+            return self._per_kind[kind]
+        return sum(self._per_tenant_kind.get((tenant, kind), 0) for tenant in tenants)
 
     def __len__(self) -> int:
         return len(self._entries)

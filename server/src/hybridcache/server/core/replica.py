@@ -37,7 +37,7 @@ leaves none.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
@@ -47,18 +47,21 @@ from hybridcache.server.core.replica_state import Entry, KindReplica, RoleEntry,
 from hybridcache.server.core.results import MISSING, ApplyOutcome, Change, Read, Source, make_read
 from hybridcache.server.core.singleflight import Flight, FlightTable
 from hybridcache.server.core.source import WrapperSource
-from hybridcache.server.core.stats import Counters
+from hybridcache.server.core.stats import Counters, TenantCounters
 from hybridcache.server.core.values import RolePermissions, UserStatus, Value
 
 _MAX_UNKNOWN_TENANTS = 10_000  # bound on the negative cache of unknown tenant ids
 
 
 class TenantReplica:
-    __slots__ = ("kinds", "loaded", "tenant_id")
+    __slots__ = ("counters", "kinds", "loaded", "tenant_id")
 
-    def __init__(self, tenant_id: str, kinds: dict[Kind, KindReplica]) -> None:
+    def __init__(
+        self, tenant_id: str, kinds: dict[Kind, KindReplica], counters: Mapping[Kind, Counters]
+    ) -> None:
         self.tenant_id = tenant_id
         self.kinds = kinds
+        self.counters = counters  # this tenant's own (TenantCounters.of): a hit bumps them directly
         self.loaded = False  # False while the first load runs: maps hold only journaled events
 
 
@@ -67,7 +70,7 @@ class ReplicaSet:
         self,
         source: WrapperSource,
         kinds: Sequence[Kind],
-        counters: Mapping[Kind, Counters],
+        counters: TenantCounters,
         *,
         clock: Callable[[], float],
         unknown_tenant_ttl_s: float,
@@ -99,7 +102,7 @@ class ReplicaSet:
         entry = tenant.kinds[kind].map.get(key)
         if entry is None:
             return self._miss(tenant, kind, key, deadline)
-        self._counters[kind].hits += 1
+        tenant.counters[kind].hits += 1
         value = entry.value
         return make_read(value, Source.CACHE, self._clock() - entry.stored_at, value.version)
 
@@ -111,7 +114,7 @@ class ReplicaSet:
             tenant = self._load(tenant_id, deadline)
         entry = tenant.kinds[Kind.USER_STATUS].map.get(user_id)
         if entry is not None:
-            self._counters[Kind.USER_STATUS].hits += 1
+            tenant.counters[Kind.USER_STATUS].hits += 1
             status, age_s = entry.value, self._clock() - entry.stored_at
         else:
             try:
@@ -139,7 +142,7 @@ class ReplicaSet:
     def _miss(self, tenant: TenantReplica, kind: Kind, key: str, deadline: float | None) -> Read:
         """Not in the map: absent (NotFound, no Wrapper call), or unverified after an invalidation."""
         replica = tenant.kinds[kind]
-        self._counters[kind].misses += 1
+        tenant.counters[kind].misses += 1
         try:
             if replica.reload:
                 self._snapshot_kinds(tenant, (kind,), deadline, supersede=False)
@@ -155,7 +158,7 @@ class ReplicaSet:
         except WrapperUnavailable:
             stale = replica.map.get(key) or replica.suspects.get(key)
             if stale is not None:
-                self._counters[kind].stale += 1
+                tenant.counters[kind].stale += 1
                 return Read(stale.value, Source.STALE, self._clock() - stale.stored_at, stale.value.version)
         raise NotFound(f"no {kind} with that key", reason="NOT_FOUND")
 
@@ -175,7 +178,9 @@ class ReplicaSet:
             flight, leader = self._loads.join_or_start(tenant_id)
             if leader:
                 tenant = TenantReplica(
-                    tenant_id, {kind: KindReplica(tenant_id, kind, flight) for kind in self._kinds}
+                    tenant_id,
+                    {kind: KindReplica(tenant_id, kind, flight) for kind in self._kinds},
+                    self._counters.of(tenant_id),
                 )
                 self._tenants[tenant_id] = tenant
         if not leader:
@@ -275,8 +280,9 @@ class ReplicaSet:
     ) -> dict[Kind, dict[str, Entry]]:
         """Fetch and build (outside the lock) the maps of `kinds`; entries share one stored_at."""
         built: dict[Kind, dict[str, Entry]] = {}
+        tenant_counters = self._counters.of(tenant_id)
         for kind in kinds:
-            counters = self._counters[kind]
+            counters = tenant_counters[kind]
             started = self._clock()
             try:
                 snapshot = self._source.fetch_snapshot(tenant_id, kind, deadline)
@@ -356,7 +362,7 @@ class ReplicaSet:
         """The leader's part of an item flight: fetch, store unless fenced, wake the waiters.
         Returns (the fetched value or None for not found, the change stored)."""
         tenant_id = tenant.tenant_id
-        counters = self._counters[kind]
+        counters = tenant.counters[kind]
         started = self._clock()
         value: Value | None
         try:
@@ -384,7 +390,7 @@ class ReplicaSet:
     def invalidate(self, tenant_id: str, kind: Kind, key: str) -> None:
         with self._lock:
             tenant = self._tenants.get(tenant_id)
-            self._counters[kind].invalidations += 1
+            self._counters.of(tenant_id)[kind].invalidations += 1
             if tenant is None:
                 return
             self._items.fence((tenant_id, kind, key))
@@ -393,7 +399,7 @@ class ReplicaSet:
     def invalidate_kind(self, tenant_id: str, kind: Kind) -> None:
         with self._lock:
             tenant = self._tenants.get(tenant_id)
-            self._counters[kind].invalidations += 1
+            self._counters.of(tenant_id)[kind].invalidations += 1
             if tenant is None:
                 return
             self._items.fence_where(lambda k: k[0] == tenant_id and k[1] == kind)
@@ -409,8 +415,10 @@ class ReplicaSet:
         tenant = self._tenants.get(tenant_id)
         return tenant is not None and tenant.loaded
 
-    def entries(self, kind: Kind) -> int:
-        return sum(len(t.kinds[kind].map) for t in list(self._tenants.values()) if t.loaded)
+    def entries(self, kind: Kind, tenants: Collection[str] | None = None) -> int:
+        """Entries of `kind` held for `tenants` (None: every loaded tenant)."""
+        held = list(self._tenants.values()) if tenants is None else [self._tenants.get(t) for t in tenants]
+        return sum(len(t.kinds[kind].map) for t in held if t is not None and t.loaded)
 
     def flight_in_progress(self, tenant_id: str, kind: Kind | None = None, key: str | None = None) -> bool:
         """A joinable load (tenant), snapshot (kind) or item fetch (key) is in flight (for tests)."""

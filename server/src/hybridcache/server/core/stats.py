@@ -1,4 +1,9 @@
-"""Per-kind counters, the snapshot of them that `HybridCache.stats()` returns, and adaptive TTL.
+"""Per-tenant, per-kind counters, the snapshot of them that `HybridCache.stats()` returns, and
+adaptive TTL.
+
+Counters are kept per tenant so that a caller bound to some tenants can be shown the figures
+of those tenants only: summed over all tenants, a count would tell acme how busy globex is.
+The whole-server view (a `*` caller, metrics, adaptive TTL) is their sum.
 
 Counters are bumped without a lock (`counters.hits += 1`): on the hot path a lock would cost
 more than the lookup it counts. Under the GIL a thread switch between the read and the write
@@ -8,7 +13,8 @@ coarse TTL rule, so an occasional lost count is the right trade.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from hybridcache.server.core.kinds import Kind, Tier
@@ -45,6 +51,53 @@ class Counters:
         if failed:
             self.fetch_errors += 1
 
+    @classmethod
+    def summed(cls, parts: Iterable[Counters]) -> Counters:
+        total = cls()
+        for part in parts:
+            for name in cls.__slots__:
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+        return total
+
+
+# Tenants with counters of their own; beyond it (a caller allowed every tenant naming made-up
+# ones) new tenants share one unattributed set, counted in the totals only.
+MAX_COUNTED_TENANTS = 10_000
+
+
+class TenantCounters:
+    """`Counters` per tenant and kind. `of(tenant)` is the tenant's own {kind: Counters}."""
+
+    def __init__(self, kinds: Iterable[Kind], *, max_tenants: int = MAX_COUNTED_TENANTS) -> None:
+        self._kinds = tuple(kinds)
+        self._max_tenants = max_tenants
+        self._lock = threading.Lock()  # only to create a tenant's set; bumps take none
+        self._by_tenant: dict[str, dict[Kind, Counters]] = {}
+        self._unattributed = self._fresh()
+
+    def _fresh(self) -> dict[Kind, Counters]:
+        return {kind: Counters() for kind in self._kinds}
+
+    def of(self, tenant_id: str) -> Mapping[Kind, Counters]:
+        found = self._by_tenant.get(tenant_id)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._by_tenant.get(tenant_id)
+            if found is None:
+                if len(self._by_tenant) >= self._max_tenants:
+                    return self._unattributed
+                found = self._by_tenant[tenant_id] = self._fresh()
+        return found
+
+    def total(self, kind: Kind, tenants: Collection[str] | None = None) -> Counters:
+        """`kind`'s counters summed over `tenants` (None: every tenant, unattributed included)."""
+        if tenants is None:
+            sets = [*list(self._by_tenant.values()), self._unattributed]
+        else:
+            sets = [found for t in tenants if (found := self._by_tenant.get(t)) is not None]
+        return Counters.summed(counters[kind] for counters in sets)
+
 
 @dataclass(frozen=True, slots=True)
 class KindStats:
@@ -56,13 +109,15 @@ class KindStats:
     fetches: int
     fetch_errors: int
     fetch_latency_ms_mean: float
-    entries: int  # replica: held over all tenants; on-demand: entries in the reference LRU
+    entries: int  # replica: held over the tenants asked about; on-demand: their entries in the LRU
     ttl_s: float  # on-demand: the current (adaptive) TTL; 0.0 for replica kinds (no expiry)
     invalidations: int
 
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
+    """Counters of every tenant, or of the tenants asked for (`HybridCache.stats(tenants)`)."""
+
     kinds: Mapping[Kind, KindStats]
     loaded_tenants: int
     reference_entries: int

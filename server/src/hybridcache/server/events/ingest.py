@@ -129,8 +129,8 @@ class EventIngestor:
             self.ingest(result)
         return result
 
-    def reject(self, reason: str) -> None:
-        self.stats.reject(reason)
+    def reject(self, reason: str, tenant: str | None = None) -> None:
+        self.stats.reject(reason, tenant=tenant)
         self._rejections.note(reason)
 
     def on_gap(self, reason: str) -> None:
@@ -146,7 +146,7 @@ class EventIngestor:
     def ingest(self, event: Event) -> None:
         seen_key = (event.tenant_id, event.event_id)
         if seen_key in self._seen:
-            self.reject("duplicate")
+            self.reject("duplicate", event.tenant_id)
             return
         now = self._clock_ms()
         seen = self._seen
@@ -187,7 +187,7 @@ class EventIngestor:
             self._refetch(event)
             return
         if outcome == Outcome.APPLIED:
-            self.stats.add("applied")
+            self.stats.add("applied", tenant=event.tenant_id)
             if change is not None:
                 self._publish(
                     ChangeNotice.of_change(
@@ -200,14 +200,14 @@ class EventIngestor:
                 )
             self._observe_lag(event)
         elif outcome == Outcome.OLD_VERSION:
-            self.reject("old-version")
+            self.reject("old-version", event.tenant_id)
         elif outcome == Outcome.OLD_VALUE_MISMATCH:
             self.stats.add("mismatches")
             self._refetch(event)
         elif outcome == Outcome.NOT_LOADED:
             self.stats.add("not_loaded")  # not a tenant this instance holds
         else:  # INVALIDATED: the core dropped the key rather than store the value
-            self.stats.add("invalidated")
+            self.stats.add("invalidated", tenant=event.tenant_id)
             if change is not None:
                 self._publish(
                     ChangeNotice.of_change(
@@ -239,7 +239,7 @@ class EventIngestor:
             self.stats.add("apply_errors")
             log.exception("cache.invalidate failed")
             return
-        self.stats.add("invalidated")
+        self.stats.add("invalidated", tenant=event.tenant_id)
         self._publish(
             ChangeNotice(
                 tenant_id=event.tenant_id,

@@ -49,6 +49,10 @@ class StatsSnapshot:
     lag_count: int
     lag_sum_s: float
     lag_max_s: float
+    # Applied + invalidated, and rejected after decoding (duplicate, old-version), per tenant:
+    # what a caller bound to some tenants may be shown (GetCacheStats).
+    changes_by_tenant: dict[str, int] = field(default_factory=dict)
+    rejected_by_tenant: dict[str, int] = field(default_factory=dict)
 
     @property
     def duplicate(self) -> int:
@@ -104,14 +108,21 @@ class EventStats:
     lag_count: int = 0
     lag_sum_s: float = 0.0
     lag_max_s: float = 0.0
+    changes_by_tenant: Counter[str] = field(default_factory=Counter)
+    rejected_by_tenant: Counter[str] = field(default_factory=Counter)
 
-    def add(self, name: str, n: int = 1) -> None:
+    def add(self, name: str, n: int = 1, *, tenant: str | None = None) -> None:
+        """Bump `name`; with `tenant`, an applied or invalidated change counted for it too."""
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
+            if tenant is not None:
+                _count_for(self.changes_by_tenant, tenant, n)
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str, *, tenant: str | None = None) -> None:
         with self._lock:
             self.rejected[reason] += 1
+            if tenant is not None:
+                _count_for(self.rejected_by_tenant, tenant, 1)
 
     def observe_lag(self, seconds: float) -> None:
         with self._lock:
@@ -140,4 +151,16 @@ class EventStats:
                 lag_count=self.lag_count,
                 lag_sum_s=self.lag_sum_s,
                 lag_max_s=self.lag_max_s,
+                changes_by_tenant=dict(self.changes_by_tenant),
+                rejected_by_tenant=dict(self.rejected_by_tenant),
             )
+
+
+# Tenants counted on their own; events of further ones (a publisher inventing tenant ids)
+# still count in the totals, just not per tenant.
+MAX_COUNTED_TENANTS = 10_000
+
+
+def _count_for(counts: Counter[str], tenant: str, n: int) -> None:
+    if tenant in counts or len(counts) < MAX_COUNTED_TENANTS:
+        counts[tenant] += n
