@@ -87,11 +87,17 @@ class RawH2:
         self._flush()
         return stream_id
 
-    def wait(self, stream_id: int, timeout: float = 5.0) -> Answer:
-        """Read until `stream_id` ended (or was reset); raise TimeoutError after `timeout`."""
+    def wait(self, stream_id: int, timeout: float = 5.0, *, first_message: bool = False) -> Answer:
+        """Read until `stream_id` ended (or was reset); raise TimeoutError after `timeout`.
+        `first_message`: return as soon as a response message arrived (a server stream that
+        started), and cancel the stream."""
         deadline = time.monotonic() + timeout
         answer = self.answers.setdefault(stream_id, Answer())
         while not (answer.ended or answer.reset is not None):
+            if first_message and answer.data:
+                self.conn.reset_stream(stream_id)
+                self._flush()
+                break
             if self.closed:
                 raise ConnectionError("the server closed the connection")
             left = deadline - time.monotonic()
