@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from hybridcache.client import AsyncHybridCacheClient, ClientConfig, HybridCacheClient, WatchConfig
-from hybridcache.server.hub import Sequenced, decode_token, to_proto
+from hybridcache.server.hub import ChangeHub, Sequenced, to_proto
 from hybridcache.server.watch import MAX_BATCH
 from hybridcache.v1 import hybridcache_pb2 as pb
 from tests.integration.test_watch_stream import CALL_TIMEOUT_S, WatchServer, _event, watch_server
@@ -43,11 +43,11 @@ def read_changes(call: Any, count: int) -> tuple[list[pb.ChangeEvent], int]:
     return events, messages
 
 
-def assert_in_order_with_tokens(events: list[pb.ChangeEvent], first: int, last: int) -> None:
+def assert_in_order_with_tokens(hub: ChangeHub, events: list[pb.ChangeEvent], first: int, last: int) -> None:
+    """Events of one tenant: its own numbering is the hub's, so each token seals its event's."""
     assert [e.sequence for e in events] == list(range(first, last + 1))  # each once, in order
     for e in events:
-        point = decode_token(e.resume_token)
-        assert point.sequence == e.sequence
+        assert hub.resume_point(e.resume_token).sequence == e.sequence
 
 
 def started(srv: WatchServer, **request: Any) -> Any:
@@ -65,10 +65,10 @@ def test_a_burst_arrives_complete_in_order_in_fewer_messages() -> None:
         for i in range(total):
             srv.hub.publish(_event(key=f"op.{i}"))
         events, messages = read_changes(batched, total)
-        assert_in_order_with_tokens(events, 1, total)
+        assert_in_order_with_tokens(srv.hub, events, 1, total)
         assert messages < total / 2, f"{messages} messages for {total} events: no batching"
         events, messages = read_changes(single, total)
-        assert_in_order_with_tokens(events, 1, total)
+        assert_in_order_with_tokens(srv.hub, events, 1, total)
         assert messages == total  # a stream that did not ask gets no batches
 
 
@@ -91,7 +91,7 @@ def test_a_replay_is_sent_in_batches_of_at_most_the_cap() -> None:
                 break
         call.cancel()
         assert sizes == [MAX_BATCH, MAX_BATCH, 500]
-        assert_in_order_with_tokens(events, 1, total)
+        assert_in_order_with_tokens(srv.hub, events, 1, total)
 
 
 def test_resync_markers_are_never_reordered_within_batches() -> None:
@@ -107,7 +107,8 @@ def test_resync_markers_are_never_reordered_within_batches() -> None:
             which = message.WhichOneof("message")
             if which == "resync_required":
                 resyncs += 1
-                point = decode_token(message.resync_required.resume_token).sequence
+                point = srv.hub.resume_point(message.resync_required.resume_token).sequence
+                assert point is not None
                 assert point >= last  # nothing before the marker is newer than its position
                 last = point
             for event in changes_of(message):
@@ -130,18 +131,23 @@ def test_unbatched_stream_bytes_are_unchanged() -> None:
             response_deserializer=None,
         )
         call = raw(pb.WatchChangesRequest(), metadata=[("x-test-tenants", "*")], timeout=CALL_TIMEOUT_S)
-        first = next(call)
+        first = pb.WatchChangesResponse.FromString(next(call))
         sequence = srv.hub.current_sequence
-        assert first == to_proto.progress(sequence, srv.hub.token(sequence)).SerializeToString()
+        assert srv.hub.resume_point(first.progress.resume_token).sequence == sequence
+        assert first == to_proto.progress(sequence, first.progress.resume_token)
         events = [_event(key=f"op.{i}") for i in range(5)]
         for event in events:
             srv.hub.publish(event)
         received = [next(call) for _ in events]
         call.cancel()
         channel.close()
+        # Tokens are sealed (new ones per call): take each from the bytes, check what it opens to.
+        tokens = [pb.WatchChangesResponse.FromString(r).change.resume_token for r in received]
+        positions = list(range(sequence + 1, sequence + 1 + len(events)))
+        assert [srv.hub.resume_point(t).sequence for t in tokens] == positions
         expected = [
-            to_proto.change_event(Sequenced(n, e), srv.hub.token(n)).SerializeToString()
-            for n, e in enumerate(events, start=sequence + 1)
+            to_proto.change_event(Sequenced(n, e, n), token).SerializeToString()
+            for n, e, token in zip(positions, events, tokens, strict=True)
         ]
         assert received == expected
 
@@ -168,7 +174,7 @@ def test_the_client_unpacks_batches_and_resumes_mid_batch() -> None:
                 rest.append(event)
                 if len(rest) == total - 300:
                     break
-        assert_in_order_with_tokens(taken + rest, 1, total)  # zero missed, zero duplicated
+        assert_in_order_with_tokens(srv.hub, taken + rest, 1, total)  # zero missed, zero duplicated
 
 
 def test_the_async_client_unpacks_batches() -> None:
@@ -208,7 +214,7 @@ def test_under_sustained_load_a_batched_stream_is_paced_and_loses_nothing() -> N
         events, messages = read_changes(call, total)
         elapsed = time.monotonic() - started_at
         publisher.join()
-        assert_in_order_with_tokens(events, 1, total)
+        assert_in_order_with_tokens(srv.hub, events, 1, total)
         most = elapsed / 0.010 + 2  # one message per 10 ms, and the first at once
         assert messages <= most, f"{messages} messages in {elapsed:.2f} s: the stream was not paced"
 

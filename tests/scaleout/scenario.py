@@ -15,7 +15,7 @@ import grpc
 
 from hybridcache.client import ClientConfig, HybridCacheClient
 from hybridcache.client.errors import HybridCacheError
-from hybridcache.server.hub.tokens import decode_token
+from hybridcache.server.hub.tokens import instance_of as token_instance
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.faults.stack import WrapperAdmin
@@ -53,7 +53,7 @@ def instance_of(target: str, timeout: float = 10.0) -> str:
         finally:
             call.cancel()
     message = getattr(first, str(first.WhichOneof("message")))
-    return decode_token(message.resume_token).instance_id
+    return token_instance(message.resume_token)
 
 
 @dataclass
@@ -131,7 +131,7 @@ class Consumer:
     @property
     def instance(self) -> str | None:
         token = self.stream.resume_token
-        return decode_token(token).instance_id if token else None
+        return token_instance(token) if token else None
 
     def _reload(self) -> None:
         try:

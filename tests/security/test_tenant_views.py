@@ -4,6 +4,7 @@ all tenants, so acme could watch globex's reads and changes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -116,3 +117,68 @@ def test_counters_of_made_up_tenants_are_bounded() -> None:
     assert counters.total(Kind.CREDIT_COSTS).hits == 10
     assert counters.total(Kind.CREDIT_COSTS, ["t0", "t1", "t2"]).hits == 3
     assert counters.total(Kind.CREDIT_COSTS, ["t9"]).hits == 0
+
+
+@pytest.fixture
+def watched(start_service: Callable[..., Service], dev_wrapper: Any, redis_server: Any) -> Iterator[Any]:
+    service = start_service(
+        service_settings(
+            dev_wrapper.url, redis_server.url, insecure_dev_mode=False, callers=CALLERS, watch_heartbeat_s=0.2
+        )
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        yield pb_grpc.HybridCacheStub(channel)
+
+
+def set_cost(dev_wrapper: Any, tenant: str, cost: str) -> None:
+    httpx.put(
+        f"{dev_wrapper.url}/admin/tenants/{tenant}/credit-costs/crm.leads.create",
+        json={"cost": cost},
+        headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
+        timeout=5,
+    ).raise_for_status()
+
+
+def test_stream_positions_reveal_nothing_of_other_tenants(watched: Any, dev_wrapper: Any) -> None:
+    """acme's stream numbers acme's changes only, its heartbeats do not move with globex's,
+    and its tokens are sealed: 20 globex changes leave no trace on it."""
+    stream = watched.WatchChanges(
+        pb.WatchChangesRequest(tenant_ids=["acme"]), metadata=auth(ACME), timeout=60
+    )
+    last = 0  # the sequence of the last acme change this stream delivered
+
+    def read_until(done: Callable[[pb.WatchChangesResponse], bool]) -> pb.WatchChangesResponse:
+        nonlocal last
+        for message in stream:
+            if message.WhichOneof("message") == "change":
+                assert message.change.tenant_id == "acme"
+                assert message.change.sequence == last + 1, "acme's numbering skipped: it counts others"
+                last = message.change.sequence
+            if done(message):
+                return message
+        raise AssertionError("the stream ended")
+
+    def cost_change(value: str) -> Callable[[pb.WatchChangesResponse], bool]:
+        return lambda m: m.change.credit_cost.cost.value == value
+
+    set_cost(dev_wrapper, "acme", "1.25")
+    read_until(cost_change("1.25"))
+    applied = stats(watched, OPS).events_applied
+    for n in range(20):
+        set_cost(dev_wrapper, "globex", f"3.{n:02d}")
+    wait_for(
+        lambda: stats(watched, OPS).events_applied >= applied + 20,
+        timeout=20,
+        what="globex's 20 changes applied",
+    )
+    # Heartbeats queued before globex's changes were applied prove nothing: read those sent
+    # for a second after (every 0.2 s); each must show acme's own count.
+    fresh_after = time.monotonic() + 1.0
+    while True:
+        beat = read_until(lambda m: m.WhichOneof("message") == "progress")
+        assert beat.progress.sequence == last, f"a heartbeat shows {beat.progress.sequence}, acme had {last}"
+        if time.monotonic() > fresh_after:
+            break
+    set_cost(dev_wrapper, "acme", "1.75")
+    read_until(cost_change("1.75"))  # numbered last + 1: checked in read_until
+    stream.cancel()

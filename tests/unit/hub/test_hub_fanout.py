@@ -107,7 +107,7 @@ def test_token_of_another_instance_means_resync_then_live() -> None:
     hub.publish(event())
     sub = hub.subscribe(only("t1"), ChangeHub().token(0))
     hub.publish(event())
-    assert drain(sub) == [ResyncNeeded(REASON_UNKNOWN_INSTANCE, 1), Sequenced(2, event())]
+    assert drain(sub) == [ResyncNeeded(REASON_UNKNOWN_INSTANCE, 1), Sequenced(2, event(), 2)]
 
 
 def test_future_and_malformed_tokens_are_refused() -> None:

@@ -30,8 +30,8 @@ def test_every_kind_maps_both_ways() -> None:
 
 def test_change_event_fields() -> None:
     e = dataclasses.replace(event("t1", Kind.CREDIT_COSTS, "op.a"), version=7)
-    message = to_proto.change_event(Sequenced(42, e), "tok").change
-    assert message.sequence == 42
+    message = to_proto.change_event(Sequenced(42, e, 7), "tok").change
+    assert message.sequence == 7  # the tenant's own numbering; the hub's total order stays inside
     assert message.resume_token == "tok"
     assert message.tenant_id == "t1"
     assert message.kind == pb.KIND_CREDIT_COSTS

@@ -25,7 +25,6 @@ from hybridcache.server.hub import (
     Item,
     ResyncNeeded,
     Sequenced,
-    decode_token,
     to_proto,
     wire,
 )
@@ -100,8 +99,10 @@ def test_varint_refuses_negative_numbers() -> None:
 def test_encoded_change_is_the_protobuf_message_byte_for_byte(name: str) -> None:
     hub = ChangeHub()
     (item,) = published(hub, EVENTS[name])
-    built = to_proto.change_event(item, hub.token(item.sequence))  # the per-subscriber path
     encoded = wire.encoded_change(item, hub)
+    token = pb.WatchChangesResponse.FromString(encoded).change.resume_token  # sealed: new per call
+    assert hub.resume_point(token).sequence == item.sequence
+    built = to_proto.change_event(item, token)  # the per-subscriber path
     assert encoded == built.SerializeToString()
     assert pb.WatchChangesResponse.FromString(encoded) == built
 
@@ -113,8 +114,10 @@ def test_a_batch_decodes_to_its_events_in_order() -> None:
         wire.change_batch([wire.encoded_change(i, hub) for i in items])
     )
     assert batch.WhichOneof("message") == "changes"
-    assert list(batch.changes.events) == [
-        to_proto.change_event(i, hub.token(i.sequence)).change for i in items
+    events = list(batch.changes.events)
+    assert [hub.resume_point(e.resume_token).sequence for e in events] == [i.sequence for i in items]
+    assert events == [
+        to_proto.change_event(i, e.resume_token).change for i, e in zip(items, events, strict=True)
     ]
 
 
@@ -141,14 +144,14 @@ def test_encoded_once_for_every_subscriber_and_thread() -> None:
 def test_the_cache_is_not_part_of_the_items_value() -> None:
     hub = ChangeHub()
     (item,) = published(hub, EVENTS["credit cost"])
-    fresh = Sequenced(item.sequence, item.event)
+    fresh = Sequenced(item.sequence, item.event, item.tenant_sequence)
     wire.encoded_change(item, hub)
     assert item == fresh
     assert hash(item) == hash(fresh)
     assert "encoded" not in repr(item)
 
 
-def decoded(messages: list[bytes]) -> list[tuple[str, list[int]]]:
+def decoded(messages: list[bytes], hub: ChangeHub) -> list[tuple[str, list[int]]]:
     """(message kind, sequences of its changes or the marker's resume sequence)."""
     out: list[tuple[str, list[int]]] = []
     for raw in messages:
@@ -160,7 +163,9 @@ def decoded(messages: list[bytes]) -> list[tuple[str, list[int]]]:
             out.append(("changes", [e.sequence for e in message.changes.events]))
         else:
             assert which == "resync_required"
-            out.append(("resync", [decode_token(message.resync_required.resume_token).sequence]))
+            point = hub.resume_point(message.resync_required.resume_token).sequence
+            assert point is not None
+            out.append(("resync", [point]))
     return out
 
 
@@ -168,14 +173,14 @@ def test_messages_batch_runs_of_changes_and_keep_markers_in_place() -> None:
     hub = ChangeHub()
     changes = published(hub, *(event(key=f"op.{i}") for i in range(7)))
     items: list[Item] = [*changes[:3], ResyncNeeded(REASON_FELL_BEHIND, 3), changes[3], *changes[4:]]
-    assert decoded(list(_messages(items, hub, 2))) == [
+    assert decoded(list(_messages(items, hub, 2)), hub) == [
         ("changes", [1, 2]),
         ("change", [3]),  # a lone change goes as a plain `change`
         ("resync", [3]),
         ("changes", [4, 5]),
         ("changes", [6, 7]),
     ]
-    assert decoded(list(_messages(items, hub, 1000))) == [
+    assert decoded(list(_messages(items, hub, 1000)), hub) == [
         ("changes", [1, 2, 3]),
         ("resync", [3]),
         ("changes", [4, 5, 6, 7]),
@@ -185,12 +190,16 @@ def test_messages_batch_runs_of_changes_and_keep_markers_in_place() -> None:
 def test_unbatched_messages_are_one_change_each_as_before() -> None:
     hub = ChangeHub()
     items: list[Item] = [*published(hub, event(key="a"), event(key="b")), ResyncNeeded(REASON_FELL_BEHIND, 2)]
+    sent = [pb.WatchChangesResponse.FromString(m) for m in _messages(items, hub, 1)]
+    assert [m.WhichOneof("message") for m in sent] == ["change", "change", "resync_required"]
+    tokens = [m.change.resume_token or m.resync_required.resume_token for m in sent]
+    assert [hub.resume_point(t).sequence for t in tokens] == [i.sequence for i in items]
     before = [
         (
-            to_proto.resync_required(i, hub.token(i.sequence))
+            to_proto.resync_required(i, token)
             if isinstance(i, ResyncNeeded)
-            else to_proto.change_event(i, hub.token(i.sequence))
+            else to_proto.change_event(i, token)
         ).SerializeToString()
-        for i in items
+        for i, token in zip(items, tokens, strict=True)
     ]
-    assert list(_messages(items, hub, 1)) == before
+    assert [m.SerializeToString() for m in sent] == before

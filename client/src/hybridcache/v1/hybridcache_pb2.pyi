@@ -906,9 +906,11 @@ class ChangeEvent(_message.Message):
     FEATURE_FLAG_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """Per-server sequence number, strictly increasing."""
+    """This tenant's change number on this server (1, 2, 3, ... per tenant): strictly
+    increasing per tenant; it counts no other tenant's changes.
+    """
     resume_token: _builtins.str
-    """Token to resume after this event."""
+    """Token to resume after this event. Opaque: it reveals no position."""
     tenant_id: _builtins.str
     """The tenant."""
     kind: Global___Kind.ValueType
@@ -1018,9 +1020,11 @@ class Progress(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """The server's current sequence number."""
+    """The stream's tenants' changes numbered so far (the sum of their `sequence`s; all
+    tenants' for a caller allowed every tenant).
+    """
     resume_token: _builtins.str
-    """Token to resume from here."""
+    """Token to resume from here. Opaque: it reveals no position."""
     def __init__(
         self,
         *,
@@ -1238,7 +1242,9 @@ class GetCacheStatsResponse(_message.Message):
 
     @_builtins.property
     def loaded_tenant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Tenants whose replica is loaded."""
+        """Tenants whose replica is loaded (of the caller's tenants). Every count in this
+        response is of the caller's tenants only, unless it may read every tenant.
+        """
 
     def __init__(
         self,

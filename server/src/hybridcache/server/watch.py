@@ -70,7 +70,6 @@ from hybridcache.server.hub import (
     Subscription,
     TenantNotAllowedError,
     WatchFilter,
-    decode_token,
     resolve_tenants,
     to_proto,
     wire,
@@ -119,7 +118,7 @@ def serve_watch(
         abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_ARGUMENT")
     if request.resume_token:
         try:
-            decode_token(request.resume_token)  # before taking a slot; subscribe decodes it again
+            hub.resume_point(request.resume_token)  # before taking a slot; subscribe opens it again
         except ValueError as exc:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_RESUME_TOKEN")
     try:
@@ -182,9 +181,10 @@ def _stream(
             return
         now = time.monotonic()
         if now - last_sent >= heartbeat_s:
-            sequence = sub.progress()
-            if sequence is not None:  # None: events are pending, and they go first
-                yield to_proto.progress(sequence, hub.token(sequence)).SerializeToString()
+            beat = sub.heartbeat()
+            if beat is not None:  # None: events are pending, and they go first
+                position, shown = beat
+                yield to_proto.progress(shown, hub.token(position)).SerializeToString()
                 last_sent = time.monotonic()
                 continue
         wait = min(stop_poll_s, max(0.0, last_sent + heartbeat_s - now))

@@ -22,7 +22,7 @@ from hybridcache.server.hub.filters import (
 )
 from hybridcache.server.hub.hub import ChangeHub, HubStats, Subscription
 from hybridcache.server.hub.limiter import StreamLimiter, StreamLimitError, StreamSlot
-from hybridcache.server.hub.tokens import ResumePoint, decode_token, encode_token
+from hybridcache.server.hub.tokens import ResumePoint, TokenSealer, instance_of
 
 __all__ = [
     "ANY_TENANT",
@@ -42,8 +42,8 @@ __all__ = [
     "StreamSlot",
     "Subscription",
     "TenantNotAllowedError",
+    "TokenSealer",
     "WatchFilter",
-    "decode_token",
-    "encode_token",
+    "instance_of",
     "resolve_tenants",
 ]

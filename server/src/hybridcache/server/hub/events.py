@@ -21,10 +21,16 @@ HubEvent = ChangeNotice
 
 @dataclass(frozen=True, slots=True)
 class Sequenced:
-    """An event with its place in this hub's total order (1, 2, 3, ... per process)."""
+    """An event with its place in this hub's total order (1, 2, 3, ... per process), and
+    in its tenant's own order (`tenant_sequence`, 1, 2, 3, ... per tenant).
+
+    The total order is internal: resume positions are sealed in tokens (`tokens.py`). The
+    stream shows `tenant_sequence`, which counts only changes of a tenant the subscriber
+    reads, so it reveals nothing about the others."""
 
     sequence: int
     event: HubEvent
+    tenant_sequence: int = 0
     # The item as a stream sends it, serialized once for every subscriber by the first
     # stream that sends it (`hub.wire.encoded_change`, the only writer). A cache, not part
     # of the value: left out of comparison, hashing and repr.

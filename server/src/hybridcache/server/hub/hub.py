@@ -6,7 +6,10 @@
 
 Semantics are those of an etcd / Kubernetes watch, with no silent gap ever:
 
-* Every published event gets the next sequence number (1, 2, 3, ...) of this process.
+* Every published event gets the next sequence number (1, 2, 3, ...) of this process, and
+  the next of its tenant. The first orders the ring and is what a resume token seals; only
+  the second is shown on the stream (a caller bound to acme must not count globex's
+  changes), and a Progress shows the sum of its stream's tenants' numbers.
 * A subscriber that resumes from a token of this instance whose sequence is still inside
   the retained window receives exactly the retained events after it (filtered), then live
   ones: the snapshot of the ring and the registration for live events happen under one
@@ -49,7 +52,7 @@ from hybridcache.server.hub.events import (
     Sequenced,
 )
 from hybridcache.server.hub.filters import ANY_TENANT, WatchFilter
-from hybridcache.server.hub.tokens import INSTANCE_ID_RE, decode_token, encode_token
+from hybridcache.server.hub.tokens import INSTANCE_ID_RE, ResumePoint, TokenSealer
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +95,12 @@ class ChangeHub:
         elif not INSTANCE_ID_RE.fullmatch(instance_id):
             raise ValueError("instance_id must be 1-64 characters of [A-Za-z0-9_-]")
         self._instance_id = instance_id
+        self._sealer = TokenSealer(instance_id)
         self._subscriber_buffer = subscriber_buffer
         self._lock = threading.Lock()
         # All below guarded by _lock.
         self._sequence = 0
+        self._tenant_sequences: dict[str, int] = {}  # one int per tenant that ever changed
         self._ring: deque[Sequenced] = deque(maxlen=retain)
         # Subscribers indexed by tenant (ANY_TENANT for wildcard ones), so a publish touches
         # only the subscribers that can want it; the inner dict keeps subscription order.
@@ -114,15 +119,30 @@ class ChangeHub:
         return self._sequence  # one attribute read: atomic, no lock needed
 
     def token(self, sequence: int) -> str:
-        """The resume token for "after `sequence`" of this instance."""
-        return encode_token(self._instance_id, sequence)
+        """A resume token for "after `sequence`" of this instance (sealed: a new one per call)."""
+        return self._sealer.seal(sequence)
+
+    def resume_point(self, token: str) -> ResumePoint:
+        """What a token of this hub says (sequence None: another instance's). ValueError if
+        it is malformed or was not sealed by this instance."""
+        return self._sealer.open(token)
+
+    def visible_sequence(self, flt: WatchFilter) -> int:
+        """What a Progress of a stream with `flt` shows: its tenants' changes numbered so far
+        (all tenants' for a wildcard filter), never a count of another tenant's."""
+        if flt.all_tenants:
+            return self._sequence
+        counts = self._tenant_sequences
+        return sum(counts.get(tenant, 0) for tenant in flt.tenants)
 
     def publish(self, event: HubEvent) -> int:
         """Sequence `event`, retain it, hand it to every matching subscriber; return its
         sequence. Never blocks on a subscriber: each gets a non-blocking append."""
         with self._lock:
             self._sequence += 1
-            item = Sequenced(self._sequence, event)
+            tenant_sequence = self._tenant_sequences.get(event.tenant_id, 0) + 1
+            self._tenant_sequences[event.tenant_id] = tenant_sequence
+            item = Sequenced(self._sequence, event, tenant_sequence)
             self._ring.append(item)
             for bucket_key in (event.tenant_id, ANY_TENANT):
                 bucket = self._by_tenant.get(bucket_key)
@@ -137,14 +157,14 @@ class ChangeHub:
 
         Raises ValueError for a malformed token or one from this instance's future.
         """
-        point = decode_token(resume_token) if resume_token else None
+        point = self._sealer.open(resume_token) if resume_token else None
         marker: ResyncNeeded | None = None
         backlog: list[Sequenced] = []
         with self._lock:
             current = self._sequence
             if point is not None:
                 oldest_replayable = current - len(self._ring)  # resume after it replays all retained
-                if point.instance_id != self._instance_id:
+                if point.sequence is None:  # another instance's token
                     marker = ResyncNeeded(REASON_UNKNOWN_INSTANCE, current)
                 elif point.sequence > current:
                     raise ValueError("resume token is ahead of this server's sequence")
@@ -257,6 +277,14 @@ class Subscription:
             if self._closed or self._lagging or self._replay or self._pending:
                 return None
             return self._hub._sequence
+
+    def heartbeat(self) -> tuple[int, int] | None:
+        """(`progress()`, what the Progress message shows: `hub.visible_sequence`), read at
+        one moment; None if items are pending."""
+        with self._hub._lock, self._cond:
+            if self._closed or self._lagging or self._replay or self._pending:
+                return None
+            return self._hub._sequence, self._hub.visible_sequence(self.filter)
 
     def buffered(self) -> int:
         with self._cond:

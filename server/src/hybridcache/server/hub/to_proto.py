@@ -21,7 +21,7 @@ def change_event(item: Sequenced, resume_token: str) -> pb.WatchChangesResponse:
     time = Timestamp()
     time.FromMilliseconds(event.event_time_ms)
     message = pb.ChangeEvent(
-        sequence=item.sequence,
+        sequence=item.tenant_sequence,  # the tenant's own numbering: the total order is internal
         resume_token=resume_token,
         tenant_id=event.tenant_id,
         kind=convert.KIND_TO_PROTO[event.kind],
