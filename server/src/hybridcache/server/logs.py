@@ -171,7 +171,7 @@ class GrpcRecordGuard(logging.Filter):
         self.counts: Counter[str] = Counter()
         self._summary = RateLimitedLog(
             logging.getLogger("hybridcache.grpc"),
-            "grpc refused a request: %s (%d since the last line; values not logged)",
+            "grpc could not decode part of a request: %s (%d since the last line; values not logged)",
             interval_s=interval_s,
         )
 
