@@ -133,6 +133,8 @@ class Service:
         self.port = _bind(self.server, settings)
         register_collectors(self)
         self.metrics.add_collector(grpc_guard_metrics)  # grpc's own log records, by reason
+        for method in pb.DESCRIPTOR.services_by_name["HybridCache"].methods_by_name:
+            self.metrics.malformed_requests.labels(method)  # every method's series, from 0
         self._set_serving(False)
         self._threads = [
             threading.Thread(target=self._warm_up, name="hybridcache-warm", daemon=True),

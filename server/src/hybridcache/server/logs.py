@@ -153,6 +153,7 @@ _GRPC_FLOODS = (
     ("Invalid encoding on", "metadata-not-utf8"),
     ("Exception deserializing", "message-not-parsable"),
 )
+GRPC_LOG_REASONS = (*(reason for _, reason in _GRPC_FLOODS), "other")  # every one exported, 0 or not
 _QUOTED = re.compile(r"""b?'[^']*'|b?"[^"]*"|<[^>]*>""")
 _MAX_GRPC_TEXT = 200
 
@@ -214,5 +215,5 @@ def grpc_guard_metrics() -> Iterator[Any]:
         "hybridcache_grpc_log_records",
         "grpc's own log records, by reason; their values are never logged.",
         ["reason"],
-        [([reason], count) for reason, count in sorted(grpc_guard.counts.items())],
+        [([reason], grpc_guard.counts.get(reason, 0)) for reason in GRPC_LOG_REASONS],
     )
