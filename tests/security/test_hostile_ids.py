@@ -200,3 +200,5 @@ def test_a_path_httpx_would_rewrite_is_refused(path: str) -> None:
     with pytest.raises(InvalidRequest):
         resolve(httpx.URL("http://wrapper.test/"), path)
     assert resolve(httpx.URL("http://wrapper.test/b/"), "/api/a%2Fb").raw_path == b"/b/api/a%2Fb"
+    with_query = resolve(httpx.URL("http://wrapper.test/"), "/api/a/digest?kinds=x,y&from=a/..")
+    assert with_query.raw_path == b"/api/a/digest?kinds=x,y&from=a/.."

@@ -40,7 +40,8 @@ def segment(value: str) -> str:
 
 
 def resolve(base: httpx.URL, path: str) -> httpx.URL:
-    """`base` with `path` (built from literal parts and `segment`s) appended, unchanged.
+    """`base` with `path` (built from literal parts and `segment`s, optionally with a query
+    string) appended, unchanged.
 
     Raises UnsafeWrapperPath when the URL httpx builds has any other path: a literal dot
     segment or an unencoded character slipped into `path`.
@@ -49,6 +50,7 @@ def resolve(base: httpx.URL, path: str) -> httpx.URL:
         raise UnsafeWrapperPath("a Wrapper path must start with '/' and be percent-encoded ASCII")
     wanted = base.raw_path.rstrip(b"/") + path.encode("ascii")
     url = base.copy_with(raw_path=wanted, query=None, fragment=None)
-    if url.raw_path != wanted or any(not unquote(s).strip(".") for s in path[1:].split("/")):
+    segments = path.split("?", 1)[0][1:].split("/")  # (a query string is not path)
+    if url.raw_path != wanted or any(not unquote(s).strip(".") for s in segments):
         raise UnsafeWrapperPath("the Wrapper path would not be the one built from the ids")
     return url
