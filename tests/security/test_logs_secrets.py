@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
+import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from hybridcache.server.app import Service
 from hybridcache.server.logs import GrpcRecordGuard
 from hybridcache.v1 import hybridcache_pb2 as pb
 from tests.integration.test_observability import (
@@ -21,6 +24,7 @@ from tests.integration.test_observability import (
     scrape,
     value,
 )
+from tests.integration.test_watch_stream import _error_reason
 from tests.security.raw_h2 import RawH2
 
 pytestmark = pytest.mark.timeout(120)
@@ -111,3 +115,20 @@ def test_the_guard_summarises_a_flood_once(caplog: pytest.LogCaptureFixture) -> 
     summaries = [r for r in caplog.records if r.name == "hybridcache.grpc"]
     assert len(summaries) == 1, [r.getMessage() for r in summaries]
     assert guard.counts["message-not-parsable"] == 100
+
+
+@pytest.mark.parametrize("method", sorted(pb.DESCRIPTOR.services_by_name["HybridCache"].methods_by_name))
+def test_every_method_answers_a_malformed_body_with_invalid_argument(service: Service, method: str) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        path = f"/hybridcache.v1.HybridCache/{method}"
+        if method == "WatchChanges":
+            call: Any = channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as caught:
+                next(call(b"\xff\xff", timeout=5))
+        else:
+            call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as caught:
+                call(b"\xff\xff", timeout=5)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert _error_reason(caught.value) == "MALFORMED_REQUEST"
+    assert f"hybridcache.v1.{method}Request" in (caught.value.details() or "")
