@@ -38,7 +38,7 @@ from hybridcache.server.heap import HeapSettler
 from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
 from hybridcache.server.logs import grpc_guard_metrics
 from hybridcache.server.metrics import Metrics
-from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service
+from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
 from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.telemetry import register_collectors
 from hybridcache.server.watch import serve_watch
@@ -121,7 +121,13 @@ class Service:
         self.server = _grpc_server(settings, self._gate(extra_handlers), self._rpc_pool)
         add_hybridcache_service(self.server, self.servicer, watch, on_malformed=self._count_malformed_request)
         self.server.add_generic_rpc_handlers(tuple(extra_handlers))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        add_parsing_service(  # a garbage health request: INVALID_ARGUMENT, not INTERNAL
+            self.server,
+            health_pb2_grpc.add_HealthServicer_to_server,
+            self.health,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            on_malformed=self._count_malformed_request,
+        )
         reflection.enable_server_reflection(
             (
                 SERVICE_NAME,

@@ -7,7 +7,8 @@ code runs, and a body that is not the method's message becomes INTERNAL "Excepti
 deserializing request!" plus an ERROR traceback per call, before authentication — anyone
 could flood the logs. Here the gate (`gate.py`) authenticates first, then the body is parsed:
 a malformed one gets INVALID_ARGUMENT `MALFORMED_REQUEST`, is counted (`on_malformed`, the
-method name) and logged at most once a minute per method (values never logged).
+method name) and logged at most once a minute per method (values never logged). The health
+service is registered the same way (`add_parsing_service`), ungated.
 
 The stream's messages are serialized once per change for all subscribers
 (`hybridcache.server.hub.wire`), which the generated registration cannot carry: it gives
@@ -38,18 +39,29 @@ EncodedWatch = Callable[[pb.WatchChangesRequest, grpc.ServicerContext], Iterator
 
 
 class _TableCapture:
-    """Stands in for a grpc.Server while the generated registration runs."""
+    """Stands in for a grpc.Server while a generated registration runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, service_name: str) -> None:
+        self.service_name = service_name
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def add_generic_rpc_handlers(self, _handlers: Any) -> None:
         pass  # the same table also arrives through add_registered_method_handlers
 
     def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]) -> None:
-        if service != SERVICE_NAME:
+        if service != self.service_name:
             raise RuntimeError(f"generated registration of an unexpected service {service!r}")
         self.handlers = dict(handlers)
+
+
+def _generated_table(
+    add_to_server: Callable[[Any, grpc.Server], None], servicer: Any, service_name: str
+) -> dict[str, grpc.RpcMethodHandler]:
+    capture = _TableCapture(service_name)
+    add_to_server(servicer, cast(grpc.Server, capture))
+    if not capture.handlers:  # the generated code changed shape: fail at start
+        raise RuntimeError(f"the generated registration of {service_name} registered nothing")
+    return capture.handlers
 
 
 _malformed_log = RateLimitedLog(
@@ -80,18 +92,48 @@ def _parser(
     return parsed
 
 
-def _parsing_unary(
-    method: str, handler: Any, on_malformed: Callable[[str], None] | None
-) -> grpc.RpcMethodHandler:
-    behavior = handler.unary_unary
+def _parsing(method: str, handler: Any, on_malformed: Callable[[str], None] | None) -> grpc.RpcMethodHandler:
+    """`handler` taking the request as bytes and parsing it itself (unary requests only: a
+    client stream's messages still go through its deserializer)."""
+    if handler.request_deserializer is None or handler.request_streaming:
+        return cast(grpc.RpcMethodHandler, handler)
     parse = _parser(method, handler.request_deserializer, on_malformed)
+    if handler.unary_unary is not None:
+        unary_behavior = handler.unary_unary
 
-    def unary(body: bytes, context: grpc.ServicerContext) -> Any:
-        return behavior(parse(body, context), context)
+        def unary(body: bytes, context: grpc.ServicerContext) -> Any:
+            return unary_behavior(parse(body, context), context)
 
-    return grpc.unary_unary_rpc_method_handler(
-        unary, request_deserializer=None, response_serializer=handler.response_serializer
+        return grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=None, response_serializer=handler.response_serializer
+        )
+    stream_behavior = handler.unary_stream
+
+    def stream(body: bytes, context: grpc.ServicerContext) -> Any:
+        return stream_behavior(parse(body, context), context)
+
+    return grpc.unary_stream_rpc_method_handler(
+        stream, request_deserializer=None, response_serializer=handler.response_serializer
     )
+
+
+def _register(server: grpc.Server, service_name: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, dict(handlers)),))
+    server.add_registered_method_handlers(service_name, dict(handlers))
+
+
+def add_parsing_service(
+    server: grpc.Server,
+    add_to_server: Callable[[Any, grpc.Server], None],
+    servicer: Any,
+    service_name: str,
+    *,
+    on_malformed: Callable[[str], None] | None = None,
+) -> None:
+    """Register a generated service (e.g. grpc.health.v1.Health) whose unary requests are
+    parsed in the handler, so a malformed body is INVALID_ARGUMENT, not grpc's INTERNAL."""
+    table = _generated_table(add_to_server, servicer, service_name)
+    _register(server, service_name, {m: _parsing(m, h, on_malformed) for m, h in table.items()})
 
 
 def add_hybridcache_service(
@@ -103,26 +145,12 @@ def add_hybridcache_service(
 ) -> None:
     """Register `servicer`'s unary RPCs and `watch` as WatchChanges, each parsing its own
     request (`on_malformed(method)` counts the bodies that are not the method's message)."""
-    capture = _TableCapture()
-    pb_grpc.add_HybridCacheServicer_to_server(servicer, cast(grpc.Server, capture))
-    handlers = capture.handlers
+    handlers = _generated_table(pb_grpc.add_HybridCacheServicer_to_server, servicer, SERVICE_NAME)
     if "WatchChanges" not in handlers:  # the generated code changed shape: fail at start
         raise RuntimeError("the generated HybridCache handler table has no WatchChanges")
-    for method, handler in list(handlers.items()):
-        if method == "WatchChanges":
-            continue
-        if handler.unary_unary is None:
-            raise RuntimeError(f"the generated HybridCache method {method} is not unary")
-        handlers[method] = _parsing_unary(method, handler, on_malformed)
-    parse_watch = _parser("WatchChanges", pb.WatchChangesRequest.FromString, on_malformed)
-
-    def watch_stream(body: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        return watch(parse_watch(body, context), context)
-
     handlers["WatchChanges"] = grpc.unary_stream_rpc_method_handler(
-        watch_stream,
-        request_deserializer=None,  # parsed in the handler, after the gate
+        watch,
+        request_deserializer=pb.WatchChangesRequest.FromString,
         response_serializer=None,  # None: gRPC sends each yielded bytes object unchanged
     )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    _register(server, SERVICE_NAME, {m: _parsing(m, h, on_malformed) for m, h in handlers.items()})
