@@ -175,12 +175,17 @@ def test_refetch_after_a_mismatch(cache: HybridCache, wrapper: FakeWrapper) -> N
     assert cache.refetch("not-loaded", CC, code) is None
 
 
-def test_refetch_never_moves_a_version_back(cache: HybridCache, wrapper: FakeWrapper) -> None:
+def test_a_refetch_answer_wins_over_a_higher_held_version(cache: HybridCache, wrapper: FakeWrapper) -> None:
+    # The Wrapper is the authority: an event's version (here 8, the Wrapper is at 3) may be
+    # forged or corrupt, and keeping it would pin the key. Its answer resets the held version.
     code = "crm.leads.create"
     cache.ensure_tenant(T)
     cache.apply(T, CC, code, cost(code, "8", 8))
-    assert cache.refetch(T, CC, code) is None  # the Wrapper (lagging) still says version 3
-    assert cache.get(T, CC, code).version == 8
+    assert cache.refetch(T, CC, code) == Change(T, CC, code, cost(code, "2.5", 3), 3, False)
+    read = cache.get(T, CC, code)
+    assert (read.value, read.version) == (cost(code, "2.5", 3), 3)
+    # ... and the Wrapper's next real change (version 4) is then accepted.
+    assert cache.apply(T, CC, code, cost(code, "4", 4))[0] is ApplyOutcome.APPLIED
 
 
 # --- resync and snapshot swaps

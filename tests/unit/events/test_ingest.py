@@ -189,17 +189,28 @@ def test_reference_events_only_invalidate(h: Harness, event_type: str, field: st
     assert h.stats.invalidated == 1
 
 
-def test_refetch_errors_are_counted_and_the_worker_survives(h: Harness) -> None:
-    h.cache.refetch_error = WrapperUnavailable("down")
-    h.ingestor.process(CREDIT, credit("e-1", None))  # null without deleted: refetch
-    h.idle()
-    assert h.stats.refetch_errors == 1
-    h.cache.refetch_error = None
-    slot = ("acme", Kind.CREDIT_COSTS, "op.a")
-    h.cache.wrapper[slot] = CreditCost("op.a", "4", 4)
-    h.ingestor.process(CREDIT, credit("e-2", None))
-    h.notices.wait_for(lambda n: len(n) == 1, 5, "a refetch after the failed one")
-    assert h.cache.store[slot] == CreditCost("op.a", "4", 4)
+def test_a_failed_refetch_stays_pending_and_is_retried_until_it_succeeds() -> None:
+    h = Harness(refetch_backoff_s=(0.02, 0.05))
+    try:
+        h.cache.refetch_error = WrapperUnavailable("down")
+        slot = ("acme", Kind.CREDIT_COSTS, "op.a")
+        h.ingestor.process(CREDIT, credit("e-1", None))  # null without deleted: refetch
+        h.cache.wait_for(lambda: h.cache.count("refetch") >= 3, 5, "three attempts while the Wrapper is down")
+        assert slot in h.ingestor.worker.pending, "a key whose refetch failed was forgotten"
+        assert not h.notices.notices
+        h.cache.refetch_error = None
+        h.cache.wrapper[slot] = CreditCost("op.a", "4", 4)
+        # No second event: the pending key is retried on its own.
+        h.notices.wait_for(lambda n: len(n) == 1, 5, "the retried refetch's notice")
+        h.idle()
+        assert h.cache.store[slot] == CreditCost("op.a", "4", 4)
+        stats = h.stats
+        assert stats.refetched == 1, "successes must count only the attempt that succeeded"
+        assert stats.refetch_errors == stats.refetch_attempts - 1 >= 2
+        assert stats.refetch_reasons == {"no-new-value": 1}
+        assert h.ingestor.worker.pending_refetches() == 0
+    finally:
+        assert h.ingestor.stop(5)
 
 
 def test_refetch_of_a_vanished_entity_invalidates_and_reports_a_deletion(h: Harness) -> None:

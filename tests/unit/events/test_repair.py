@@ -167,7 +167,10 @@ def test_refetches_coalesce_and_overflow_becomes_a_resync(cache: FakeCache, make
     gate.set()
     assert ingestor.wait_idle(5)
     assert cache.count("resync_tenant", "acme") == 2
-    assert cache.count("refetch") == 3
+    # The overflow's resync started after a, b and c were requested and read every key of the
+    # tenant: it settled them, no refetch was needed.
+    assert cache.count("refetch") == 0
+    assert worker.pending_refetches() == 0
 
 
 @pytest.mark.timeout(20)
@@ -187,3 +190,47 @@ def _org_event(event_id: str) -> str:
         f'{{"eventId":"{event_id}","eventType":"org-unit-changed","tenantId":"acme",'
         '"data":{"orgUnitId":"ou-1","changedFields":["name"]}}'
     )
+
+
+def _refetch_request(key: str, event_id: str = "e-1") -> RefetchRequest:
+    return RefetchRequest("acme", Kind.CREDIT_COSTS, key, event_id, "credit-config-changed", ("cost",), 0)
+
+
+@pytest.mark.timeout(20)
+def test_pending_refetches_back_off_with_jitter_and_coalesce(cache: FakeCache, make: Any) -> None:
+    cache.refetch_error = WrapperUnavailable("down")
+    ingestor = make(refetch_backoff_s=(0.05, 0.2), rng=FixedRandom(1.0))
+    worker = ingestor.worker
+    start = time.monotonic()
+    for i in range(20):  # a burst of events for one key: one pending entry, one attempt at a time
+        worker.request_refetch(_refetch_request("op.a", f"e-{i}"))
+    cache.wait_for(lambda: cache.count("refetch") >= 4, 5, "four attempts")
+    elapsed = time.monotonic() - start
+    # Pauses 0.05, 0.1, 0.2 (capped): the 4th attempt is no earlier than 0.35 s after the 1st.
+    assert elapsed >= 0.3, f"4 attempts in {elapsed:.3f} s: the backoff was not applied"
+    assert worker.pending_refetches() == 1
+    assert worker.pending[("acme", Kind.CREDIT_COSTS, "op.a")].request.event_id == "e-19"
+    assert worker.oldest_pending_age_s() >= 0.3
+
+
+@pytest.mark.timeout(20)
+def test_the_pending_set_is_bounded_and_overflow_resyncs(cache: FakeCache, make: Any) -> None:
+    cache.refetch_error = WrapperUnavailable("down")
+    ingestor = make(max_pending_refetches=5, refetch_backoff_s=(10.0, 10.0))
+    for i in range(50):
+        ingestor.worker.request_refetch(_refetch_request(f"op.{i}"))
+    assert ingestor.worker.pending_refetches() == 5
+    cache.wait_for(lambda: cache.count("resync_tenant") >= 1, 5, "the overflow's resync")
+    assert ingestor.stats.snapshot().refetch_overflows == 45
+
+
+@pytest.mark.timeout(20)
+def test_a_later_successful_resync_settles_the_tenants_pending_keys(cache: FakeCache, make: Any) -> None:
+    cache.refetch_error = WrapperUnavailable("down")
+    ingestor = make(refetch_backoff_s=(30.0, 30.0))
+    ingestor.worker.request_refetch(_refetch_request("op.a"))
+    cache.wait_for(lambda: cache.count("refetch") == 1, 5, "the first attempt")
+    assert ingestor.worker.pending_refetches() == 1
+    ingestor.on_gap("subscribed")  # the resync reads every key of the tenant from the Wrapper
+    assert ingestor.wait_idle(5), "the resync did not settle the pending key"
+    assert cache.count("refetch") == 1

@@ -69,6 +69,12 @@ class _FreshnessEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Freshness.V
     """Change notifications are not arriving (Redis unreachable or resync pending):
     the answer may miss changes made since `age`.
     """
+    FRESHNESS_REPAIRING: _Freshness.ValueType  # 3
+    """This key is known to have changed and its new value is being fetched from the
+    Wrapper (a refetch is pending and retried until it succeeds): the answer is the
+    last value held, which is probably out of date. Added after LIVE and DEGRADED;
+    a client that does not know it should treat it as DEGRADED.
+    """
 
 class Freshness(_Freshness, metaclass=_FreshnessEnumTypeWrapper):
     """Freshness says whether the change-notification path is keeping the replica current."""
@@ -80,6 +86,12 @@ FRESHNESS_LIVE: Freshness.ValueType  # 1
 FRESHNESS_DEGRADED: Freshness.ValueType  # 2
 """Change notifications are not arriving (Redis unreachable or resync pending):
 the answer may miss changes made since `age`.
+"""
+FRESHNESS_REPAIRING: Freshness.ValueType  # 3
+"""This key is known to have changed and its new value is being fetched from the
+Wrapper (a refetch is pending and retried until it succeeds): the answer is the
+last value held, which is probably out of date. Added after LIVE and DEGRADED;
+a client that does not know it should treat it as DEGRADED.
 """
 Global___Freshness: _TypeAlias = Freshness  # noqa: Y015
 

@@ -43,6 +43,7 @@ from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.telemetry import register_collectors
 from hybridcache.server.watch import serve_watch
 from hybridcache.server.wrapper_client import WrapperClient
+from hybridcache.server.wrapper_health import WrapperHealth
 from hybridcache.v1 import hybridcache_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class Service:
             on_fetch=self.metrics.observe_fetch,
             on_snapshot=self._snapshot_loaded,
             max_concurrent_snapshots=settings.max_concurrent_snapshot_loads,
+            health=WrapperHealth(
+                failure_threshold=settings.wrapper_breaker_failures,
+                reset_timeout_s=settings.wrapper_breaker_reset_s,
+            ),
         )
         # Background refreshes (stale-while-revalidate) run here, off the RPC threads.
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hybridcache-refresh")
@@ -87,6 +92,8 @@ class Service:
             policies_from(settings),
             max_reference_entries=settings.max_reference_entries,
             submit=self._background.submit,
+            version_window=settings.event_version_window,
+            wrapper_known_down=self.wrapper.known_down,
         )
         self.hub = ChangeHub(retain=settings.watch_retain, subscriber_buffer=settings.watch_subscriber_buffer)
         self.feed = ChangeFeed(
@@ -111,7 +118,10 @@ class Service:
         )
         # WatchChanges is registered apart (below): its messages leave pre-serialized.
         self.servicer = HybridCacheServicer(
-            self.cache, freshness=self.freshness, stats_extra=self._stats_extra
+            self.cache,
+            freshness=self.freshness,
+            stats_extra=self._stats_extra,
+            repairing=self.feed.ingestor.worker.pending,  # keys awaiting a refetch: REPAIRING
         )
         # Each open WatchChanges stream holds a pool thread in the sync server (DESIGN §7):
         # the pool is the unary workers plus the stream cap.

@@ -147,6 +147,23 @@ class Settings(BaseSettings):
         description="Snapshot loads from the Wrapper in progress at once in this process (0: no cap).",
     )
 
+    # --- Repairs, versions and the Wrapper's health (docs/RELIABILITY.md, "Never silently stale")
+    event_version_window: int = Field(
+        1000,
+        ge=0,
+        description="An event whose version exceeds the highest seen for its tenant and kind by more "
+        "than this is not applied; the key is refetched from the Wrapper instead (0: no limit).",
+    )
+    wrapper_breaker_failures: int = Field(
+        3,
+        ge=0,
+        description="Failed calls in a row to one Wrapper endpoint kind that open its circuit breaker: "
+        "calls then fail at once and stale-eligible reads answer stale at once (0: no breaker).",
+    )
+    wrapper_breaker_reset_s: float = Field(
+        2.0, gt=0, description="How long an open breaker waits before letting one probe call through."
+    )
+
     # --- WatchChanges
     watch_retain: int = Field(10_000, ge=1, description="Change events kept for resuming streams.")
     watch_subscriber_buffer: int = Field(

@@ -31,6 +31,7 @@ SOURCE_TO_PROTO: dict[str, pb.Source.ValueType] = {
 FRESHNESS_TO_PROTO: dict[str, pb.Freshness.ValueType] = {
     "live": pb.FRESHNESS_LIVE,
     "degraded": pb.FRESHNESS_DEGRADED,
+    "repairing": pb.FRESHNESS_REPAIRING,  # this key awaits a refetch (events/repair.py)
 }
 
 

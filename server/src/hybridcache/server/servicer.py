@@ -14,7 +14,7 @@ down so a Wrapper fetch never outlives it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import grpc
 
@@ -38,6 +38,8 @@ from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 
 # Fills the event counters of a GetCacheStats answer: of these tenants only (None: of all).
 StatsExtra = Callable[[pb.GetCacheStatsResponse, frozenset[str] | None], None]
+Repairing = Mapping[tuple[str, Kind, str], object]  # keys whose refetch is pending
+_NOT_REPAIRING: Repairing = {}
 
 
 # Work for a call must end a little before the caller's deadline, so the caller receives our
@@ -63,10 +65,14 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         *,
         freshness: Callable[[], str],
         stats_extra: StatsExtra | None = None,
+        repairing: Repairing = _NOT_REPAIRING,
     ) -> None:
+        """`repairing`: a live view of the keys awaiting a refetch (the repair worker's); their
+        answers say FRESHNESS_REPAIRING."""
         self._cache = cache
         self._freshness = freshness
         self._stats_extra = stats_extra
+        self._repairing = repairing
 
     # --- shared steps
 
@@ -92,28 +98,37 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         kind: Kind,
         raw_key: str,
         check: Callable[[str], str],
-    ) -> Read:
+    ) -> tuple[Read, str]:
+        """The read and the freshness its provenance reports."""
         _, tenant = self._tenant(context, raw_tenant)
         try:
-            return self._cache.get(tenant, kind, check(raw_key), deadline_of(context))
+            key = check(raw_key)
+            read = self._cache.get(tenant, kind, key, deadline_of(context))
         except CacheError as exc:
             abort_with(context, exc)
+        return read, self._freshness_of(tenant, kind, key)
 
-    def _provenance(self, read: Read, into: pb.Provenance) -> None:
-        convert.provenance(read.source, read.age_s, read.version, self._freshness(), into)
+    def _freshness_of(self, tenant: str, kind: Kind, *keys: str) -> str:
+        repairing = self._repairing
+        if repairing and any((tenant, kind, key) in repairing for key in keys):
+            return "repairing"
+        return self._freshness()
+
+    def _provenance(self, read: Read, freshness: str, into: pb.Provenance) -> None:
+        convert.provenance(read.source, read.age_s, read.version, freshness, into)
 
     # --- unary reads
 
     def GetCreditCost(
         self, request: pb.GetCreditCostRequest, context: grpc.ServicerContext
     ) -> pb.GetCreditCostResponse:
-        read = self._read(
+        read, freshness = self._read(
             context, request.tenant_id, Kind.CREDIT_COSTS, request.operation_code, _operation_code
         )
         assert isinstance(read.value, CreditCost)
         response = pb.GetCreditCostResponse()
         convert.credit_cost(read.value, response.credit_cost)
-        self._provenance(read, response.provenance)
+        self._provenance(read, freshness, response.provenance)
         return response
 
     def BatchGetCreditCosts(
@@ -136,7 +151,8 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
             if oldest is None or read.age_s > oldest.age_s:
                 oldest = read
         if oldest is not None:
-            convert.provenance(oldest.source, oldest.age_s, 0, self._freshness(), response.provenance)
+            freshness = self._freshness_of(tenant, Kind.CREDIT_COSTS, *found)
+            convert.provenance(oldest.source, oldest.age_s, 0, freshness, response.provenance)
         return response
 
     def CheckPermission(
@@ -155,47 +171,58 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
             granted_by_role=decision.role_id,
             matched_grant=decision.matched_grant,
         )
-        convert.provenance("cache", decision.age_s, decision.version, self._freshness(), response.provenance)
+        freshness = self._freshness_of(tenant, Kind.USER_STATUS, user_id)
+        if decision.role_id and freshness != "repairing":
+            freshness = self._freshness_of(tenant, Kind.ROLE_PERMISSIONS, decision.role_id)
+        convert.provenance("cache", decision.age_s, decision.version, freshness, response.provenance)
         return response
 
     def GetUserStatus(
         self, request: pb.GetUserStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetUserStatusResponse:
-        read = self._read(context, request.tenant_id, Kind.USER_STATUS, request.user_id, check_user_id)
+        read, freshness = self._read(
+            context, request.tenant_id, Kind.USER_STATUS, request.user_id, check_user_id
+        )
         assert isinstance(read.value, UserStatus)
         response = pb.GetUserStatusResponse()
         convert.user_status(read.value, response.user_status)
-        self._provenance(read, response.provenance)
+        self._provenance(read, freshness, response.provenance)
         return response
 
     def GetFeatureFlag(
         self, request: pb.GetFeatureFlagRequest, context: grpc.ServicerContext
     ) -> pb.GetFeatureFlagResponse:
-        read = self._read(context, request.tenant_id, Kind.FEATURE_FLAGS, request.flag_key, _flag_key)
+        read, freshness = self._read(
+            context, request.tenant_id, Kind.FEATURE_FLAGS, request.flag_key, _flag_key
+        )
         assert isinstance(read.value, FeatureFlag)
         response = pb.GetFeatureFlagResponse()
         convert.feature_flag(read.value, response.feature_flag)
-        self._provenance(read, response.provenance)
+        self._provenance(read, freshness, response.provenance)
         return response
 
     def GetUserProfile(
         self, request: pb.GetUserProfileRequest, context: grpc.ServicerContext
     ) -> pb.GetUserProfileResponse:
-        read = self._read(context, request.tenant_id, Kind.USER_PROFILES, request.user_id, check_user_id)
+        read, freshness = self._read(
+            context, request.tenant_id, Kind.USER_PROFILES, request.user_id, check_user_id
+        )
         assert isinstance(read.value, UserProfile)
         response = pb.GetUserProfileResponse()
         convert.user_profile(read.value, response.user_profile)
-        self._provenance(read, response.provenance)
+        self._provenance(read, freshness, response.provenance)
         return response
 
     def GetOrgUnit(
         self, request: pb.GetOrgUnitRequest, context: grpc.ServicerContext
     ) -> pb.GetOrgUnitResponse:
-        read = self._read(context, request.tenant_id, Kind.ORG_UNITS, request.org_unit_id, _org_unit_id)
+        read, freshness = self._read(
+            context, request.tenant_id, Kind.ORG_UNITS, request.org_unit_id, _org_unit_id
+        )
         assert isinstance(read.value, OrgUnit)
         response = pb.GetOrgUnitResponse()
         convert.org_unit(read.value, response.org_unit)
-        self._provenance(read, response.provenance)
+        self._provenance(read, freshness, response.provenance)
         return response
 
     def GetCacheStats(

@@ -56,6 +56,42 @@ def _collect(service: Service) -> Iterator[Any]:
         ["reason"],
         [([reason], count) for reason, count in sorted(events.rejected.items())],
     )
+    yield counter(
+        "hybridcache_refetches",
+        "Single-key refetches from the Wrapper, by result (attempt: every try; success: the Wrapper's "
+        "value is held; failure: retried after a backoff; not_found: the entity is gone, key dropped).",
+        ["result"],
+        [(["attempt"], events.refetch_attempts), (["success"], events.refetched),
+         (["failure"], events.refetch_errors), (["not_found"], events.refetch_not_found),
+         (["overflow"], events.refetch_overflows)],
+    )  # fmt: skip
+    yield counter(
+        "hybridcache_refetch_requests",
+        "Keys sent to the Wrapper for their value, by why (an event without a trustworthy value).",
+        ["reason"],
+        [([reason], count) for reason, count in sorted(events.refetch_reasons.items())],
+    )
+    worker = service.feed.ingestor.worker
+    yield gauge("hybridcache_repairs_pending", "Keys awaiting a successful refetch (answers: REPAIRING).", [],
+                [([], worker.pending_refetches())])  # fmt: skip
+    yield gauge(
+        "hybridcache_repairs_oldest_pending_seconds",
+        "Seconds since the oldest key still awaiting a refetch was first requested (0: none).", [],
+        [([], worker.oldest_pending_age_s())],
+    )  # fmt: skip
+    breakers = service.wrapper.health.breakers()
+    yield gauge(
+        "hybridcache_wrapper_breaker_state",
+        "Circuit breaker per Wrapper endpoint kind: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+        ["endpoint"],
+        [([b.endpoint], float(b.state)) for b in breakers],
+    )
+    yield counter(
+        "hybridcache_wrapper_breaker_opened",
+        "Times a Wrapper endpoint kind's breaker opened after failures in a row.",
+        ["endpoint"],
+        [([b.endpoint], b.opened_total) for b in breakers],
+    )
     yield counter("hybridcache_resyncs", "Full replica resyncs after gaps or periodically.", [],
                   [([], events.resyncs)])  # fmt: skip
     yield counter("hybridcache_subscription_gaps", "Times change notifications may have been missed.", [],

@@ -8,7 +8,9 @@ Every call is bounded by the caller's absolute deadline (`time.monotonic()` cloc
 attempt's timeout is the smaller of `timeout_s` and the time left, and retries (only for
 idempotent reads failing with a connection error, a timeout or a 502/503/504/500) back off
 with full jitter and stop when the time left cannot cover another attempt. The caller
-therefore gets an answer or `WrapperUnavailable` before its deadline, never a hang.
+therefore gets an answer or `WrapperUnavailable` before its deadline, never a hang. A
+circuit breaker per endpoint kind (`wrapper_health.py`) makes calls to a Wrapper known to
+be down fail at once (`WRAPPER_KNOWN_DOWN`) instead of each waiting out a timeout.
 
     fetch_item / fetch_snapshot
         -> _get(path)  --attempt-->  200: parse (codec) | 404: NotFound
@@ -31,6 +33,7 @@ from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.source import Snapshot
 from hybridcache.server.core.values import Value
+from hybridcache.server.wrapper_health import UNHEALTHY_REASONS, WrapperHealth
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,10 @@ class WrapperClient:
         on_fetch: Callable[[str, float, bool], None] | None = None,
         on_snapshot: Callable[[str], None] | None = None,
         max_concurrent_snapshots: int = 0,
+        health: WrapperHealth | None = None,
     ) -> None:
         self._timeout_s = timeout_s
+        self.health = health or WrapperHealth()
         self._retries = retries
         # Snapshot loads (warm-up, resyncs, first reads of a tenant) are the heavy requests a
         # fleet sends all at once after a shared gap: cap them per process (0: no cap).
@@ -136,9 +141,35 @@ class WrapperClient:
         body = self._get("/api/tenants", deadline, what="tenants")
         return [str(t["tenantId"]) for t in body.get("tenants", [])]
 
-    # --- one GET with deadline-bounded retries
+    def known_down(self, kind: Kind) -> bool:
+        """Whether the item endpoint of `kind` is known to be failing (its breaker is not closed)."""
+        return self.health.known_down(f"item:{kind}")
+
+    # --- one GET through the endpoint kind's breaker, with deadline-bounded retries
 
     def _get(self, path: str, deadline: float | None, *, what: str) -> Any:
+        breaker = self.health.breaker(what)
+        probe = breaker.admit()  # raises WRAPPER_KNOWN_DOWN while open
+        try:
+            body = self._get_with_retries(path, deadline, what=what)
+        except WrapperUnavailable as exc:
+            if exc.reason in UNHEALTHY_REASONS:
+                breaker.failed(probe)
+            elif exc.reason == "WRAPPER_REJECTED":
+                breaker.succeeded(probe)  # it answered: up, if misconfigured
+            else:
+                breaker.neutral(probe)  # e.g. the deadline left no time to call it
+            raise
+        except NotFound:
+            breaker.succeeded(probe)
+            raise
+        except BaseException:
+            breaker.neutral(probe)
+            raise
+        breaker.succeeded(probe)
+        return body
+
+    def _get_with_retries(self, path: str, deadline: float | None, *, what: str) -> Any:
         if deadline is None:
             deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
         url = wrapper_urls.resolve(self._http.base_url, path)  # exactly this path, or refused

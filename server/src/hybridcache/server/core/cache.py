@@ -23,7 +23,7 @@ from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.core.permissions import Grants, PermissionDecision, PermissionReason, decide
 from hybridcache.server.core.policy import DEFAULT_POLICIES, KindPolicy
 from hybridcache.server.core.reference import ReferenceCache, Submit
-from hybridcache.server.core.replica import ReplicaSet
+from hybridcache.server.core.replica import DEFAULT_VERSION_WINDOW, ReplicaSet
 from hybridcache.server.core.results import MISSING, ApplyOutcome, Change, Read, Source
 from hybridcache.server.core.source import WrapperSource
 from hybridcache.server.core.stats import CacheStats, KindStats, TenantCounters, kind_stats
@@ -56,9 +56,16 @@ class HybridCache:
         max_reference_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         submit: Submit | None = None,
+        version_window: int = DEFAULT_VERSION_WINDOW,
+        wrapper_known_down: Callable[[Kind], bool] | None = None,
     ) -> None:
         """`submit` runs a background refresh (stale-while-revalidate), e.g. a ThreadPoolExecutor's
-        `submit`; None: no refresh-ahead, entries are refetched when they expire."""
+        `submit`; None: no refresh-ahead, entries are refetched when they expire.
+        `version_window`: how far past a tenant-kind's highest seen version an event may be
+        before it is IMPLAUSIBLE_VERSION (0: no limit). `wrapper_known_down(kind)`: True while
+        the Wrapper's endpoint for the kind is known to be failing (its circuit breaker is
+        open): then an expired on-demand entry within max_stale_s is served STALE at once and
+        refreshed in the background, instead of its reader waiting on the Wrapper."""
         for kind, policy in policies.items():
             if policy.kind is not kind:
                 raise ValueError(f"the policy filed under {kind} is for {policy.kind}")
@@ -71,6 +78,7 @@ class HybridCache:
             self._counters,
             clock=clock,
             unknown_tenant_ttl_s=min((p.negative_ttl_s for p in replicated), default=0.0),
+            version_window=version_window,
         )
         self._reference = ReferenceCache(
             source,
@@ -79,6 +87,7 @@ class HybridCache:
             max_entries=max_reference_entries,
             clock=clock,
             submit=submit,
+            wrapper_known_down=wrapper_known_down,
         )
         self._readers: dict[Kind, Reader] = {
             kind: self._replica.get if policy.tier is Tier.REPLICA else self._reference.get
@@ -185,6 +194,8 @@ class HybridCache:
     ) -> tuple[ApplyOutcome, Change | None]:
         """Apply an event's new value (None: deleted). Replica kinds: NOT_LOADED if the tenant is
         not loaded; OLD_VERSION if `version` (default: value.version) is not newer than held;
+        IMPLAUSIBLE_VERSION if it is beyond the tenant-kind's highest seen + the window (then
+        call refetch: the Wrapper's answer wins); no version (0): the held version is kept;
         OLD_VALUE_MISMATCH if `expected_old` (a Value, or None: "did not exist") differs from
         what is held, versions aside — then call refetch. On-demand kinds: invalidate."""
         if self._tier(kind) is Tier.ON_DEMAND:
@@ -194,7 +205,8 @@ class HybridCache:
 
     def refetch(self, tenant_id: str, kind: Kind, key: str, deadline: float | None = None) -> Change | None:
         """Fetch one key of a replica kind again and store it (unless an event or snapshot
-        overtook the fetch); returns the Change if the held value changed. On-demand kinds:
+        overtook the fetch), whatever version is held: the Wrapper's answer wins and its version
+        becomes the held one. Returns the Change if the held value changed. On-demand kinds:
         invalidates (the next read fetches)."""
         if self._tier(kind) is Tier.ON_DEMAND:
             self._reference.invalidate(tenant_id, kind, key)

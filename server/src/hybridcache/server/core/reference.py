@@ -14,6 +14,18 @@ An invalidation removes the entry (it is not kept for stale serving: it is known
 outdated) and fences the fetch in flight for the key, so that fetch cannot store a value
 read before the invalidation (see `singleflight`).
 
+Related entries: an org unit's cached answer names other units (its parent chain in
+`ancestors`, its direct `children`), so a change to one unit outdates every cached unit
+that names it. `_named_by` indexes, per (tenant, kind, named id), the cached keys whose
+value names it; invalidating a unit also removes those entries, and fences every org-unit
+fetch of the tenant in flight (one of them may be of a unit naming it; org-unit changes
+are rare, a refetch is cheap).
+
+Known down: when `wrapper_known_down(kind)` says the Wrapper's endpoint is failing (its
+circuit breaker is open), an expired entry that may be served stale is answered STALE at
+once and refreshed in the background (one flight per key), instead of its reader waiting
+for the Wrapper to fail; entries with nothing to serve still ask (and fail fast).
+
 Locking: a fresh hit takes no lock. `OrderedDict.get` and `move_to_end` are single C calls,
 atomic under the GIL; a key dropped between the two raises KeyError, which the hit path
 ignores. Every mutation takes `_lock`, a leaf lock: no Wrapper call, wait or `submit` happens
@@ -36,7 +48,7 @@ from hybridcache.server.core.results import Read, Source, make_read
 from hybridcache.server.core.singleflight import Flight, FlightTable
 from hybridcache.server.core.source import WrapperSource
 from hybridcache.server.core.stats import AdaptiveTtl, TenantCounters
-from hybridcache.server.core.values import Value
+from hybridcache.server.core.values import OrgUnit, Value
 
 RefKey = tuple[str, Kind, str]
 Submit = Callable[[Callable[[], None]], object]
@@ -53,6 +65,17 @@ class _Ref:
         self.refreshing = False  # set once: at most one background refresh per stored entry
 
 
+def _names(value: Value | None) -> tuple[str, ...]:
+    """The ids of the other entities of its kind a cached value names (empty for most kinds)."""
+    if not isinstance(value, OrgUnit):
+        return ()
+    named = {ref.org_unit_id for ref in value.ancestors} | {ref.org_unit_id for ref in value.children}
+    if value.parent_id:
+        named.add(value.parent_id)
+    named.discard(value.org_unit_id)
+    return tuple(named)
+
+
 def _not_found(kind: Kind) -> NotFound:
     return NotFound(f"no {kind} with that key", reason="NOT_FOUND")
 
@@ -67,6 +90,7 @@ class ReferenceCache:
         max_entries: int,
         clock: Callable[[], float],
         submit: Submit | None,
+        wrapper_known_down: Callable[[Kind], bool] | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_reference_entries must be >= 1")
@@ -77,8 +101,10 @@ class ReferenceCache:
         self._max_entries = max_entries
         self._clock = clock
         self._submit = submit
+        self._known_down = wrapper_known_down
         self._lock = threading.Lock()
         self._entries: OrderedDict[RefKey, _Ref] = OrderedDict()
+        self._named_by: dict[RefKey, set[str]] = {}  # (tenant, kind, named id) -> keys naming it
         self._flights: FlightTable[RefKey, Value] = FlightTable()
         self._per_kind = dict.fromkeys(policies, 0)
         self._per_tenant_kind: dict[tuple[str, Kind], int] = {}
@@ -110,6 +136,11 @@ class ReferenceCache:
 
     def _miss(self, ref_key: RefKey, deadline: float | None) -> Read:
         self._counters.of(ref_key[0])[ref_key[1]].misses += 1
+        if self._known_down is not None and self._known_down(ref_key[1]):
+            stale = self._fallback(ref_key)
+            if stale is not None:
+                self._revalidate_in_background(ref_key)
+                return stale
         with self._lock:
             flight, leader = self._flights.join_or_start(ref_key)
         try:
@@ -169,8 +200,22 @@ class ReferenceCache:
                 return
             entry.refreshing = True
             flight, leader = self._flights.join_or_start(ref_key)
-        if not leader:
+        if leader:
+            self._fetch_in_background(ref_key, flight)
+
+    def _revalidate_in_background(self, ref_key: RefKey) -> None:
+        """An expired entry served stale while the Wrapper is known down: one fetch per key at a
+        time (while the breaker is open it fails at once; the one let through is its probe)."""
+        if self._submit is None:
             return
+        with self._lock:
+            if ref_key in self._flights:
+                return
+            flight, _ = self._flights.join_or_start(ref_key)
+        self._fetch_in_background(ref_key, flight)
+
+    def _fetch_in_background(self, ref_key: RefKey, flight: Flight[Value]) -> None:
+        assert self._submit is not None
 
         def refresh() -> None:
             with suppress(CacheError):  # counted in fetch_errors; the entry stays until it expires
@@ -211,18 +256,23 @@ class ReferenceCache:
                 entry = _Ref(value, now, now + ttl, refresh_at)
             if held is None:
                 self._count_locked(ref_key, 1)
+            else:
+                self._unindex_locked(ref_key, held)
+            self._index_locked(ref_key, entry)
             self._entries[ref_key] = entry
             self._entries.move_to_end(ref_key)
             self._counters.of(ref_key[0])[kind].stores += 1
             while len(self._entries) > self._max_entries:
-                evicted, _ = self._entries.popitem(last=False)
+                evicted, gone = self._entries.popitem(last=False)
                 self._count_locked(evicted, -1)
+                self._unindex_locked(evicted, gone)
             self._adapt_locked(now)
 
     def _remove_locked(self, ref_key: RefKey) -> _Ref | None:
         entry = self._entries.pop(ref_key, None)
         if entry is not None:
             self._count_locked(ref_key, -1)
+            self._unindex_locked(ref_key, entry)
         return entry
 
     def _count_locked(self, ref_key: RefKey, delta: int) -> None:
@@ -235,16 +285,37 @@ class ReferenceCache:
         else:
             del self._per_tenant_kind[tenant_kind]
 
+    def _index_locked(self, ref_key: RefKey, entry: _Ref) -> None:
+        tenant_id, kind, key = ref_key
+        for named in _names(entry.value):
+            self._named_by.setdefault((tenant_id, kind, named), set()).add(key)
+
+    def _unindex_locked(self, ref_key: RefKey, entry: _Ref) -> None:
+        tenant_id, kind, key = ref_key
+        for named in _names(entry.value):
+            keys = self._named_by.get((tenant_id, kind, named))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._named_by[(tenant_id, kind, named)]
+
     def invalidate(self, tenant_id: str, kind: Kind, key: str) -> None:
+        """Drop the entry, and every cached entry of the kind that names it (org units)."""
         now = self._clock()
         ref_key = (tenant_id, kind, key)
         counters = self._counters.of(tenant_id)[kind]
         with self._lock:
             self._flights.fence(ref_key)
-            entry = self._remove_locked(ref_key)
+            related = self._named_by.get(ref_key)
+            if kind is Kind.ORG_UNITS:
+                # A fetch in flight may be of a unit naming this one: none of them may store.
+                self._flights.fence_where(lambda k: k[0] == tenant_id and k[1] == kind)
+            dropped = [ref_key, *((tenant_id, kind, other) for other in (related or ()))]
             counters.invalidations += 1
-            if entry is not None and entry.value is not None and now < entry.expires_at:
-                counters.live_invalidations += 1
+            for gone_key in dropped:
+                entry = self._remove_locked(gone_key)
+                if entry is not None and entry.value is not None and now < entry.expires_at:
+                    counters.live_invalidations += 1
             self._adapt_locked(now)
 
     def invalidate_kind(self, tenant_id: str, kind: Kind) -> None:
@@ -265,6 +336,7 @@ class ReferenceCache:
         with self._lock:
             self._flights.fence_all()
             self._entries.clear()
+            self._named_by.clear()
             self._per_kind = dict.fromkeys(self._per_kind, 0)
             self._per_tenant_kind.clear()
 

@@ -28,10 +28,16 @@ event for a key not verified since its invalidation is kept only as such a fallb
 a late one, older than what the Wrapper holds.
 The state and its transitions live in `replica_state`; this module adds the lock, the flights
 and the Wrapper calls.
-Versions (when > 0) only move forward: a deletion with a known version leaves a tombstone
-(bounded per tenant-kind) so that a late, older event cannot resurrect the key. A deletion
-found without a version (a snapshot no longer listing the key, a refetch answering NOT_FOUND)
-leaves none.
+Versions (when > 0) only move forward through events: a deletion with a known version leaves
+a tombstone (bounded per tenant-kind) so that a late, older event cannot resurrect the key. A
+deletion found without a version (a snapshot no longer listing the key, a refetch answering
+NOT_FOUND) leaves none. An event without a version keeps the held version (its value is
+stored with it), so it never moves the version backwards. An event whose version is beyond
+the tenant-kind's high water (the highest version seen from snapshots, fetches and applied
+events) plus `version_window` is IMPLAUSIBLE_VERSION: not applied, the caller refetches the
+key. The Wrapper's own answer (an item fetch, a snapshot, an anti-entropy repair) always
+wins: it is stored whatever version is held (`_write_locked(fetched=True)` for single keys,
+`KindReplica.install` for snapshots), resetting the held version to the Wrapper's.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from hybridcache.server.core.stats import Counters, TenantCounters
 from hybridcache.server.core.values import RolePermissions, UserStatus, Value
 
 _MAX_UNKNOWN_TENANTS = 10_000  # bound on the negative cache of unknown tenant ids
+DEFAULT_VERSION_WINDOW = 1_000  # how far past a tenant-kind's highest version an event may be
 
 
 class TenantReplica:
@@ -74,8 +81,13 @@ class ReplicaSet:
         *,
         clock: Callable[[], float],
         unknown_tenant_ttl_s: float,
+        version_window: int = DEFAULT_VERSION_WINDOW,
     ) -> None:
+        """`version_window` (0: no limit): an event's version may exceed the tenant-kind's high
+        water by at most this much. Versions count each entity's changes, so a legitimate
+        event is within a few of what was last seen; past the window it is forged or corrupt."""
         self._source = source
+        self._version_window = version_window
         self._kinds = tuple(kinds)
         self._counters = counters
         self._clock = clock
@@ -314,12 +326,22 @@ class ReplicaSet:
             if tenant is None:
                 return ApplyOutcome.NOT_LOADED, None
             replica = tenant.kinds[kind]
+            held_version = replica.held_version(key)
             if version is None:
                 version = value.version if value is not None else 0
             elif value is not None and value.version == 0 and version > 0:
                 value = replace(value, version=version)
-            if 0 < version <= replica.held_version(key):
-                return ApplyOutcome.OLD_VERSION, None
+            if version > 0:
+                if version <= held_version:
+                    return ApplyOutcome.OLD_VERSION, None
+                if self._version_window and version > replica.high_water + self._version_window:
+                    return ApplyOutcome.IMPLAUSIBLE_VERSION, None
+            elif held_version > 0:
+                # No version (the design note's format): keep the held one, so provenance does not
+                # go back to 0 and a delayed older versioned event is still refused.
+                version = held_version
+                if value is not None:
+                    value = replace(value, version=held_version)
             if tenant.loaded and expected_old is not MISSING:
                 held = replica.map.get(key)
                 if not same_content(held.value if held is not None else None, expected_old):
@@ -379,9 +401,9 @@ class ReplicaSet:
         with self._lock:
             self._items.finish((tenant_id, kind, key), flight)
             change = None
-            stored = not flight.fenced and self._tenants.get(tenant_id) is tenant
-            replica = tenant.kinds[kind]
-            if stored and not (value is not None and 0 < value.version < replica.held_version(key)):
+            # The Wrapper's answer wins over whatever version is held (unless fenced: then an
+            # event or snapshot came after this fetch began, and is the newer of the two).
+            if not flight.fenced and self._tenants.get(tenant_id) is tenant:
                 version = value.version if value else 0
                 change = self._write_locked(tenant, kind, key, value, version, fetched=True)
         flight.resolve(value)

@@ -12,6 +12,8 @@
     touched    key -> version       keys written while `loading`; kept over the snapshot on
                                     install unless the snapshot's version is newer
     tombstones key -> version       versioned deletions, so a late older event cannot resurrect
+    high_water int                  the highest version seen (snapshots, fetches, applied events):
+                                    an event far beyond it is implausible (replica.py)
 """
 
 from __future__ import annotations
@@ -64,7 +66,17 @@ def same_content(held: Value | None, expected: object) -> bool:
 
 
 class KindReplica:
-    __slots__ = ("kind", "loading", "map", "reload", "suspects", "tenant_id", "tombstones", "touched")
+    __slots__ = (
+        "high_water",
+        "kind",
+        "loading",
+        "map",
+        "reload",
+        "suspects",
+        "tenant_id",
+        "tombstones",
+        "touched",
+    )
 
     def __init__(self, tenant_id: str, kind: Kind, loading: Flight[None] | None) -> None:
         self.tenant_id = tenant_id
@@ -75,6 +87,7 @@ class KindReplica:
         self.loading = loading
         self.touched: dict[str, int] = {}
         self.tombstones: dict[str, int] = {}
+        self.high_water = 0
 
     def held_version(self, key: str) -> int:
         entry = self.map.get(key) or self.suspects.get(key)
@@ -119,6 +132,7 @@ class KindReplica:
             if key in self.suspects:  # invalidated during the load: still unverified
                 suspects[key] = dropped if dropped is not None else self.suspects[key]
         changes = self._diff(new, suspects) if diff else []
+        self.high_water = max(self.high_water, max((e.value.version for e in new.values()), default=0))
         self.map = new  # the atomic swap readers see
         self.suspects = suspects
         if self.tombstones:
@@ -146,7 +160,11 @@ class KindReplica:
         self, key: str, value: Value | None, version: int, now: float, *, fetched: bool
     ) -> Change | None:
         """Store one key's new value (None: deleted); the Change if what is held changed.
-        `fetched`: read from the Wrapper after every fence (else: an event's value)."""
+        `fetched`: the Wrapper's answer, read after every fence (else: an event's value). The
+        Wrapper is the authority: its answer is stored whatever version is held, so the held
+        version becomes the Wrapper's (a forged or corrupt version is undone here)."""
+        # Events reach here only within the plausible window, so this cannot be poisoned.
+        self.high_water = max(self.high_water, version)
         if self.loading is not None:
             self.touched[key] = version
         held = self.map.get(key)

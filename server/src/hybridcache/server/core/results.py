@@ -72,6 +72,9 @@ class ApplyOutcome(StrEnum):
     OLD_VALUE_MISMATCH = "old-value-mismatch"  # held value != the event's old value: refetch the key
     NOT_LOADED = "not-loaded"  # tenant not loaded: nothing to do, it will load fresh
     INVALIDATED = "invalidated"  # on-demand kind: the entry was dropped
+    # The version is beyond the tenant-kind's highest seen + the window: not applied (one
+    # forged or corrupt event must not pin a key); refetch the key, the Wrapper's answer wins.
+    IMPLAUSIBLE_VERSION = "implausible-version"
 
 
 class _Missing(Enum):

@@ -14,7 +14,10 @@ and the cache's in-memory apply); anything that calls the Wrapper goes to the
   counted as `old-version`) and compares the event's `oldValue` with the held value: on a
   mismatch the key is refetched, because then the event does not describe a transition
   from what we hold, and the Wrapper is the authority, not the event;
-* "changed" without a usable new value -> refetch that key;
+* a version implausibly far ahead (beyond the highest version the tenant-kind has seen plus
+  the core's window) -> not applied: refetch that key, the Wrapper's answer wins;
+* "changed" without a usable new value -> refetch that key (every refetch is counted by
+  reason; the key stays pending, answers say REPAIRING, until a refetch succeeds);
 * user-profile-changed / org-unit-changed -> invalidate only (fetched on the next read);
 * a gap (subscribe, reconnect, trimmed stream) -> drop the on-demand entries at once (their
   invalidations may have been missed) and ask the worker for a jittered, coalesced resync
@@ -69,6 +72,7 @@ class EventIngestor:
         log_interval_s: float = 60.0,
         max_pending_refetches: int = 10_000,
         refetch_timeout_s: float = 5.0,
+        refetch_backoff_s: tuple[float, float] = (0.25, 5.0),
         resync_timeout_s: float = 60.0,
         resync_retry_backoff_s: tuple[float, float] = (1.0, 30.0),
         rng: random.Random | None = None,
@@ -98,6 +102,7 @@ class EventIngestor:
             jitter_max_s=resync_jitter_s,
             max_pending_refetches=max_pending_refetches,
             refetch_timeout_s=refetch_timeout_s,
+            refetch_backoff_s=refetch_backoff_s,
             resync_timeout_s=resync_timeout_s,
             retry_backoff_s=resync_retry_backoff_s,
             log_interval_s=log_interval_s,
@@ -159,7 +164,7 @@ class EventIngestor:
         if event.action is Action.INVALIDATE:
             self._invalidate(event)
         elif event.action is Action.REFETCH:
-            self._refetch(event)
+            self._refetch(event, "no-new-value")
         else:
             self._apply(event)
 
@@ -184,7 +189,7 @@ class EventIngestor:
             # A bug in the core, not the event's fault: fall back to asking the Wrapper.
             self.stats.add("apply_errors")
             log.exception("cache.apply failed; refetching the key instead")
-            self._refetch(event)
+            self._refetch(event, "apply-error")
             return
         if outcome == Outcome.APPLIED:
             self.stats.add("applied", tenant=event.tenant_id)
@@ -203,7 +208,9 @@ class EventIngestor:
             self.reject("old-version", event.tenant_id)
         elif outcome == Outcome.OLD_VALUE_MISMATCH:
             self.stats.add("mismatches")
-            self._refetch(event)
+            self._refetch(event, "old-value-mismatch")
+        elif outcome == Outcome.IMPLAUSIBLE_VERSION:
+            self._refetch(event, "implausible-version")
         elif outcome == Outcome.NOT_LOADED:
             self.stats.add("not_loaded")  # not a tenant this instance holds
         else:  # INVALIDATED: the core dropped the key rather than store the value
@@ -219,7 +226,8 @@ class EventIngestor:
                     )
                 )
 
-    def _refetch(self, event: Event) -> None:
+    def _refetch(self, event: Event, reason: str) -> None:
+        self.stats.refetch_requested(reason)
         self.worker.request_refetch(
             RefetchRequest(
                 tenant_id=event.tenant_id,

@@ -29,6 +29,7 @@ class Outcome(StrEnum):
     OLD_VALUE_MISMATCH = "old-value-mismatch"
     NOT_LOADED = "not-loaded"
     INVALIDATED = "invalidated"
+    IMPLAUSIBLE_VERSION = "implausible-version"
 
 
 class AppliedChange(Protocol):

@@ -5,8 +5,16 @@ pub/sub output-buffer limit, which is itself a gap), so everything that calls th
 is queued here:
 
 * **Refetches** of single keys (an event said "changed" without a trustworthy new value).
-  Queued requests for the same key coalesce; the queue is bounded, and an overflow turns
-  into a full resync (which covers every key) instead of growing memory.
+  A key that needs one stays *pending* until a refetch succeeds (or the Wrapper says the
+  entity is gone, or a resync of its tenant that started later succeeds): a failed attempt
+  is retried after an exponential backoff with jitter (`refetch_backoff_s`, default 0.25 s
+  doubling to 5 s, each pause drawn from [half, all] of it), so a Wrapper that was down
+  for a while is caught up within one capped pause of answering again. Requests for a
+  pending key coalesce (the latest event's identity is kept; one more attempt follows if
+  one arrives while an attempt runs); the pending set is bounded, and an overflow turns
+  into a full resync (which covers every key) instead of growing memory. While a key is
+  pending, `pending` (a live mapping the servicer reads without a lock) holds it, so its
+  answers say REPAIRING in their provenance.
 * **Resyncs** of every loaded tenant after a gap (messages may have been missed). A resync
   starts after a random delay in [0, jitter_max_s] so a fleet that lost Redis at the same
   moment does not hit the Wrapper at the same moment. Gaps coalesce: any number of gaps
@@ -20,13 +28,13 @@ Every wait is a `Condition.wait` with a timeout, so `stop()` interrupts it at on
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from hybridcache.server.core.errors import NotFound
 from hybridcache.server.core.kinds import Kind
@@ -56,6 +64,22 @@ class RefetchRequest:
     event_time_ms: int
 
 
+Slot = tuple[str, Kind, str]  # (tenant, kind, key)
+
+
+@dataclass(slots=True)
+class PendingRefetch:
+    """A key known to need the Wrapper's value, from the first request until a success."""
+
+    request: RefetchRequest  # the latest request (its notice carries that event's identity)
+    since: float  # monotonic time of the first request
+    due: float  # when the next attempt may start
+    attempts: int = 0
+    running: bool = False
+    again: bool = False  # requested again while an attempt ran: one more attempt after it
+    heap_due: float = field(default=0.0, repr=False)  # the `due` its live heap entry carries
+
+
 @dataclass(frozen=True, slots=True)
 class _ResyncJob:
     tenants: frozenset[str] | None  # None: every loaded tenant
@@ -72,6 +96,7 @@ class RepairWorker:
         jitter_max_s: float = 1.0,
         max_pending_refetches: int = 10_000,
         refetch_timeout_s: float = 5.0,
+        refetch_backoff_s: tuple[float, float] = (0.25, 5.0),
         resync_timeout_s: float = 60.0,
         retry_backoff_s: tuple[float, float] = (1.0, 30.0),
         log_interval_s: float = 60.0,
@@ -84,11 +109,15 @@ class RepairWorker:
         self._jitter_max_s = jitter_max_s
         self._max_pending = max_pending_refetches
         self._refetch_timeout_s = refetch_timeout_s
+        self._refetch_backoff_s = refetch_backoff_s
         self._resync_timeout_s = resync_timeout_s
         self._retry_backoff_s = retry_backoff_s
         self._rng = rng or random.Random()
         self._cond = threading.Condition()
-        self._refetches: OrderedDict[tuple[str, Kind, str], RefetchRequest] = OrderedDict()
+        # Mutated in place only (never rebound): the servicer holds it as a read-only view.
+        self._pending: dict[Slot, PendingRefetch] = {}
+        self._due: list[tuple[float, int, Slot]] = []  # heap; entries whose due moved are skipped
+        self._seq = 0
         self._resync_due: float | None = None  # monotonic time the pending resync may start
         self._resync_all = False  # the pending resync covers every loaded tenant
         self._retry_tenants: set[str] = set()  # otherwise: just these (failed last time)
@@ -123,13 +152,22 @@ class RepairWorker:
     def request_refetch(self, request: RefetchRequest) -> None:
         slot = (request.tenant_id, request.kind, request.key)
         with self._cond:
-            if slot not in self._refetches and len(self._refetches) >= self._max_pending:
+            pending = self._pending.get(slot)
+            if pending is not None:
+                # Coalesced. A pending key in backoff keeps its pause: a burst of events for it
+                # must not turn into a burst of calls to a Wrapper that is failing.
+                pending.request = request
+                pending.again = pending.running
+                overflow = False
+            elif len(self._pending) >= self._max_pending:
                 overflow = True
             else:
-                self._refetches[slot] = request
+                now = time.monotonic()
+                pending = self._pending[slot] = PendingRefetch(request, since=now, due=now)
+                self._schedule_locked(slot, pending)
                 overflow = False
-                self._cond.notify_all()
         if overflow:
+            self._stats.add("refetch_overflows")
             self._errors.note("refetch queue full: resyncing instead")
             self.request_resync()
 
@@ -155,13 +193,26 @@ class RepairWorker:
 
     def pending_refetches(self) -> int:
         with self._cond:
-            return len(self._refetches)
+            return len(self._pending)
+
+    @property
+    def pending(self) -> Mapping[Slot, PendingRefetch]:
+        """The keys awaiting a successful refetch: a live view (read `slot in pending` without a
+        lock: one dict lookup, atomic under the GIL)."""
+        return self._pending
+
+    def oldest_pending_age_s(self) -> float:
+        """Seconds since the oldest pending key was first requested (0.0: none pending)."""
+        with self._cond:
+            if not self._pending:
+                return 0.0
+            return time.monotonic() - min(p.since for p in self._pending.values())
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until nothing is queued, pending or running (tests, orderly shutdown)."""
+        """Wait until nothing is pending or running (tests, orderly shutdown)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: not self._refetches and self._resync_due is None and not self._resync_running,
+                lambda: not self._pending and self._resync_due is None and not self._resync_running,
                 timeout,
             )
 
@@ -172,15 +223,14 @@ class RepairWorker:
             job = self._next_job()
             if job is None:
                 return
-            if isinstance(job, RefetchRequest):
-                self._refetch(job)
-                with self._cond:
-                    self._cond.notify_all()  # wake wait_idle
+            if isinstance(job, tuple):
+                slot, pending = job
+                self._finish_refetch(slot, pending, self._refetch(pending.request))
             else:
                 failed = self._resync(job)
                 self._finish_resync(failed)
 
-    def _next_job(self) -> RefetchRequest | _ResyncJob | None:
+    def _next_job(self) -> tuple[Slot, PendingRefetch] | _ResyncJob | None:
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
@@ -191,13 +241,57 @@ class RepairWorker:
                     self._retry_tenants.clear()
                     self._resync_running = True
                     return job
-                if self._refetches:
-                    return self._refetches.popitem(last=False)[1]
-                self._cond.wait(None if self._resync_due is None else self._resync_due - now)
+                refetch = self._due_refetch_locked(now)
+                if refetch is not None:
+                    return refetch
+                wake = [
+                    t for t in (self._resync_due, self._due[0][0] if self._due else None) if t is not None
+                ]
+                self._cond.wait(min(wake) - now if wake else None)
             return None
 
-    def _refetch(self, request: RefetchRequest) -> None:
-        self._stats.add("refetched")
+    def _schedule_locked(self, slot: Slot, pending: PendingRefetch) -> None:
+        self._seq += 1
+        pending.heap_due = pending.due
+        heapq.heappush(self._due, (pending.due, self._seq, slot))
+        self._cond.notify_all()
+
+    def _due_refetch_locked(self, now: float) -> tuple[Slot, PendingRefetch] | None:
+        while self._due:
+            due, _, slot = self._due[0]
+            pending = self._pending.get(slot)
+            if pending is None or pending.running or pending.heap_due != due:
+                heapq.heappop(self._due)  # repaired, running, or rescheduled since: a dead entry
+                continue
+            if due > now:
+                return None
+            heapq.heappop(self._due)
+            pending.running = True
+            pending.again = False
+            pending.attempts += 1
+            return slot, pending
+        return None
+
+    def _finish_refetch(self, slot: Slot, pending: PendingRefetch, done: bool) -> None:
+        with self._cond:
+            pending.running = False
+            if self._pending.get(slot) is not pending:
+                pass  # a resync of the tenant covered it meanwhile
+            elif done and not pending.again:
+                del self._pending[slot]
+            else:
+                if done:  # an event came during the attempt: its refetch must start after it
+                    pending.due = time.monotonic()
+                else:
+                    first, cap = self._refetch_backoff_s
+                    pause = min(cap, first * 2 ** (pending.attempts - 1)) * self._rng.uniform(0.5, 1.0)
+                    pending.due = time.monotonic() + pause
+                self._schedule_locked(slot, pending)
+            self._cond.notify_all()  # wake wait_idle
+
+    def _refetch(self, request: RefetchRequest) -> bool:
+        """One attempt; True when the key is repaired (the Wrapper answered), False to retry."""
+        self._stats.add("refetch_attempts")
         deadline = time.monotonic() + self._refetch_timeout_s
         try:
             change = self._cache.refetch(request.tenant_id, request.kind, request.key, deadline)
@@ -209,7 +303,7 @@ class RepairWorker:
             except Exception:
                 self._stats.add("refetch_errors")
                 log.exception("invalidating a key the Wrapper no longer has failed")
-                return
+                return False
             self._publish(
                 ChangeNotice(
                     tenant_id=request.tenant_id,
@@ -222,11 +316,12 @@ class RepairWorker:
                     deleted=True,
                 )
             )
-            return
-        except Exception as exc:  # WrapperUnavailable, or a bug: the periodic refresh repairs it
+            return True
+        except Exception as exc:  # WrapperUnavailable, or a bug: retried after a backoff
             self._stats.add("refetch_errors")
-            self._errors.note(f"refetch: {type(exc).__name__}")
-            return
+            self._errors.note(f"refetch: {type(exc).__name__} (the key stays pending; retrying)")
+            return False
+        self._stats.add("refetched")
         if change is not None:
             self._publish(
                 ChangeNotice.of_change(
@@ -237,6 +332,7 @@ class RepairWorker:
                     changed_fields=request.changed_fields,
                 )
             )
+        return True
 
     def _resync(self, job: _ResyncJob) -> set[str]:
         """Resync the job's tenants; return those that failed (to retry)."""
@@ -245,8 +341,9 @@ class RepairWorker:
         for tenant in tenants:
             if self._stopping:
                 break
+            started = time.monotonic()
             try:
-                changes = self._cache.resync_tenant(tenant, time.monotonic() + self._resync_timeout_s)
+                changes = self._cache.resync_tenant(tenant, started + self._resync_timeout_s)
             except NotFound:
                 continue  # the tenant no longer exists: nothing to be fresh about
             except Exception as exc:
@@ -254,6 +351,7 @@ class RepairWorker:
                 self._errors.note(f"resync: {type(exc).__name__}")
                 failed.add(tenant)
                 continue
+            self._settle_pending(tenant, started)
             stamp = now_ms()
             for change in changes:
                 self._publish(
@@ -276,6 +374,14 @@ class RepairWorker:
                 )
         self._stats.add("resyncs")
         return failed
+
+    def _settle_pending(self, tenant: str, started: float) -> None:
+        """A resync that started after a key was requested read that key from the Wrapper too."""
+        with self._cond:
+            for slot in [s for s, p in self._pending.items() if s[0] == tenant and p.since < started]:
+                if not self._pending[slot].running:
+                    del self._pending[slot]
+            self._cond.notify_all()
 
     def _finish_resync(self, failed: set[str]) -> None:
         with self._cond:

@@ -28,6 +28,14 @@ REJECTION_REASONS: tuple[str, ...] = (
     "old-version",
 )
 
+# Why a key was sent to the Wrapper for its value (labels of the refetch-request metric).
+REFETCH_REASONS: tuple[str, ...] = (
+    "old-value-mismatch",  # the event's oldValue is not what is held
+    "no-new-value",  # "changed" without a usable newValue
+    "implausible-version",  # a version beyond the tenant-kind's highest seen + the window
+    "apply-error",  # cache.apply raised (a bug): ask the Wrapper instead
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StatsSnapshot:
@@ -40,6 +48,9 @@ class StatsSnapshot:
     refetched: int
     refetch_errors: int
     refetch_not_found: int
+    refetch_attempts: int
+    refetch_overflows: int
+    refetch_reasons: dict[str, int]
     apply_errors: int
     sink_errors: int
     gaps: int
@@ -77,9 +88,13 @@ class EventStats:
     rejected      events not applied, by reason (REJECTION_REASONS)
     not_loaded    events for tenants this instance does not hold (ignored, not an error)
     mismatches    events whose oldValue did not match the held value (the key was refetched)
-    refetched     keys fetched from the Wrapper because an event said "changed" without a
-                  trustworthy new value
-    refetch_errors / refetch_not_found   refetches that failed / found the entity gone
+    refetch_attempts  Wrapper fetches of single keys because an event said "changed" without a
+                  trustworthy new value (refetch_reasons: why, per request; a pending key
+                  is attempted until one succeeds)
+    refetched     attempts that succeeded (the Wrapper's value is held)
+    refetch_errors / refetch_not_found   attempts that failed (the key stays pending and is
+                  retried) / found the entity gone (the key is dropped: repaired)
+    refetch_overflows  requests beyond the pending bound (turned into a full resync)
     apply_errors  cache.apply raised (a bug; the key is refetched)
     sink_errors   on_change raised (a bug downstream; the change itself was applied)
     gaps          times messages may have been missed (subscribe, reconnect, trim, overflow)
@@ -99,6 +114,9 @@ class EventStats:
     refetched: int = 0
     refetch_errors: int = 0
     refetch_not_found: int = 0
+    refetch_attempts: int = 0
+    refetch_overflows: int = 0
+    refetch_reasons: Counter[str] = field(default_factory=Counter)
     apply_errors: int = 0
     sink_errors: int = 0
     gaps: int = 0
@@ -124,6 +142,10 @@ class EventStats:
             if tenant is not None:
                 _count_for(self.rejected_by_tenant, tenant, 1)
 
+    def refetch_requested(self, reason: str) -> None:
+        with self._lock:
+            self.refetch_reasons[reason] += 1
+
     def observe_lag(self, seconds: float) -> None:
         with self._lock:
             self.lag_count += 1
@@ -142,6 +164,9 @@ class EventStats:
                 refetched=self.refetched,
                 refetch_errors=self.refetch_errors,
                 refetch_not_found=self.refetch_not_found,
+                refetch_attempts=self.refetch_attempts,
+                refetch_overflows=self.refetch_overflows,
+                refetch_reasons=dict(self.refetch_reasons),
                 apply_errors=self.apply_errors,
                 sink_errors=self.sink_errors,
                 gaps=self.gaps,

@@ -1,0 +1,133 @@
+"""Repairs that finish: a change whose refetch fails while the Wrapper is down is repaired
+once it is back, and is labelled REPAIRING meanwhile (issue: 8 min 49 s of the old value
+labelled CACHE / LIVE, until the periodic refresh).
+
+Real parts: a redis-server of the test's own, the development Wrapper SIGKILLed and started
+again on the same port and database, the real server (in process, port 0).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import redis
+
+from hybridcache.server.app import Service
+from hybridcache.server.devwrapper import DevWrapperProcess, launch
+from hybridcache.server.redis_process import RedisProcess
+from hybridcache.v1 import hybridcache_pb2 as pb
+from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from tests.conftest import WRAPPER_TOKEN, service_settings
+from tests.helpers import wait_for
+
+CODE = "crm.deals.create"
+# Repair attempts back off up to 5 s (events/repair.py); the breaker's probe (2 s) is shorter.
+HEAL_BOUND_S = 6.0
+MARGIN_S = 4.0  # a loaded 2-core host
+
+
+class Wrapper:
+    """The development Wrapper on one port and database, killable and restartable."""
+
+    def __init__(self, redis_url: str, db_path: Path) -> None:
+        self.redis_url = redis_url
+        self.db_path = db_path
+        self.process: DevWrapperProcess = self._launch(0)
+        self.url = self.process.url
+
+    def _launch(self, port: int) -> DevWrapperProcess:
+        return launch(self.redis_url, token=WRAPPER_TOKEN, db_path=str(self.db_path), app="crm", port=port)
+
+    def restart(self) -> None:
+        self.process = self._launch(self.process.port)
+
+    def put_cost(self, tenant: str, code: str, cost: str, *, publish: bool) -> dict[str, Any]:
+        response = httpx.put(
+            f"{self.url}/admin/tenants/{tenant}/credit-costs/{code}",
+            json={"cost": cost},
+            params={"publish": str(publish).lower()},
+            headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture
+def wrapper(own_redis: RedisProcess) -> Iterator[Wrapper]:
+    with tempfile.TemporaryDirectory(prefix="hc-stale-") as tmp:
+        built = Wrapper(own_redis.url, Path(tmp) / "wrapper.db")
+        try:
+            yield built
+        finally:
+            built.process.stop()
+
+
+def _cost(stub: pb_grpc.HybridCacheStub) -> pb.GetCreditCostResponse:
+    reply: pb.GetCreditCostResponse = stub.GetCreditCost(
+        pb.GetCreditCostRequest(tenant_id="acme", operation_code=CODE), timeout=2
+    )
+    return reply
+
+
+@pytest.mark.timeout(90)
+def test_a_refetch_that_failed_while_the_wrapper_was_down_heals_when_it_returns(
+    own_redis: RedisProcess, wrapper: Wrapper, start_service: Any
+) -> None:
+    service: Service = start_service(service_settings(wrapper.url, own_redis.url, tenants=["acme"]))
+    with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = pb_grpc.HybridCacheStub(channel)
+        held = _cost(stub).credit_cost.cost.value
+        assert held != "9.5"
+        wrapper.put_cost("acme", CODE, "9.5", publish=False)  # the authority changes, silently
+        wrapper.process.kill()  # SIGKILL
+        event = {
+            "eventId": "x1",
+            "eventType": "credit-config-changed",
+            "tenantId": "acme",
+            "data": {
+                "operationCode": CODE,
+                "changedFields": ["credit_cost"],
+                "newValue": 9.5,
+                "oldValue": 1.23,  # not what is held: the event is not trusted, the key is refetched
+            },
+        }
+        with redis.Redis.from_url(own_redis.url) as publisher:
+            assert publisher.publish("crm:acme:credit-config-changed", json.dumps(event)) == 1
+        stats = service.feed.stats
+        wait_for(lambda: stats.snapshot().refetch_errors >= 1, timeout=10, what="a failed refetch")
+
+        # While the Wrapper is down: the old value, and provenance says it is being repaired.
+        during = _cost(stub)
+        assert during.credit_cost.cost.value == held
+        assert during.provenance.freshness == pb.FRESHNESS_REPAIRING, (
+            f"an answer known to be outdated was labelled {pb.Freshness.Name(during.provenance.freshness)}"
+        )
+
+        wrapper.restart()
+        back_at = time.monotonic()
+        healed = wait_for(
+            lambda: (reply := _cost(stub)).credit_cost.cost.value == "9.5" and reply,
+            timeout=HEAL_BOUND_S + MARGIN_S,
+            what=f"GetCreditCost to return the Wrapper's 9.5 within {HEAL_BOUND_S} s of its restart",
+        )
+        took = time.monotonic() - back_at
+        assert took <= HEAL_BOUND_S + MARGIN_S
+        assert healed.provenance.freshness == pb.FRESHNESS_LIVE
+        print(f"\nhealed {took:.2f} s after the Wrapper answered again")
+
+        snapshot = stats.snapshot()
+        assert snapshot.refetched == 1, "only the attempt that succeeded counts as refetched"
+        assert snapshot.refetch_errors >= 1
+        assert snapshot.refetch_attempts == snapshot.refetched + snapshot.refetch_errors
+        assert snapshot.refetch_reasons == {"old-value-mismatch": 1}
+        assert service.feed.ingestor.worker.pending_refetches() == 0
