@@ -1,0 +1,73 @@
+"""Org units: a change to one unit drops every cached unit that names it (issue: cached
+parents kept the old name in `children[]` and descendants in `ancestors[]` until their TTL).
+
+Real parts: the shared redis-server, the development Wrapper (a PATCH of an org unit
+publishes `org-unit-changed`), the real server with the default 300 s TTL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from hybridcache.server.app import Service
+from hybridcache.server.redis_process import RedisProcess
+from hybridcache.v1 import hybridcache_pb2 as pb
+from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from tests.conftest import WRAPPER_TOKEN, service_settings
+from tests.helpers import wait_for
+
+PARENT, CHILD, GRANDCHILD = "org-root", "org-sales", "org-sales-emea"
+BOUND_S = 1.0  # from the Wrapper's write to every related answer showing it (an event's path)
+
+
+def _rename(wrapper_url: str, unit: str, name: str) -> None:
+    response = httpx.patch(
+        f"{wrapper_url}/admin/tenants/acme/org-units/{unit}",
+        json={"name": name},
+        headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
+def _unit(stub: pb_grpc.HybridCacheStub, unit: str) -> pb.GetOrgUnitResponse:
+    reply: pb.GetOrgUnitResponse = stub.GetOrgUnit(
+        pb.GetOrgUnitRequest(tenant_id="acme", org_unit_id=unit), timeout=2
+    )
+    return reply
+
+
+def _names_seen(stub: pb_grpc.HybridCacheStub) -> dict[str, set[str]]:
+    """Every name each unit is given, by any of the three cached answers."""
+    seen: dict[str, set[str]] = {}
+    for unit in (PARENT, CHILD, GRANDCHILD):
+        answer = _unit(stub, unit).org_unit
+        seen.setdefault(answer.org_unit_id, set()).add(answer.name)
+        for ref in (*answer.ancestors, *answer.children):
+            seen.setdefault(ref.org_unit_id, set()).add(ref.name)
+    return seen
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("renamed", [CHILD, PARENT], ids=["middle-unit", "top-unit"])
+def test_renaming_a_unit_drops_every_cached_unit_that_names_it(
+    renamed: str, start_service: Any, dev_wrapper: Any, redis_server: RedisProcess
+) -> None:
+    service: Service = start_service(service_settings(dev_wrapper.url, redis_server.url, tenants=["acme"]))
+    with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = pb_grpc.HybridCacheStub(channel)
+        before = _names_seen(stub)  # parent, child and grandchild now cached
+        assert renamed in before
+        assert all(_unit(stub, u).provenance.source == pb.SOURCE_CACHE for u in (PARENT, CHILD, GRANDCHILD))
+        new_name = f"Renamed {renamed}"
+        _rename(dev_wrapper.url, renamed, new_name)
+        seen = wait_for(
+            lambda: (names := _names_seen(stub))[renamed] == {new_name} and names,
+            timeout=BOUND_S,
+            what=f"every cached unit naming {renamed} to show its new name",
+        )
+        assert seen[renamed] == {new_name}
