@@ -32,7 +32,11 @@ from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.helpers import wait_for
 
 SOURCE = {pb.SOURCE_CACHE: "cache", pb.SOURCE_WRAPPER: "wrapper", pb.SOURCE_STALE: "stale"}
-FRESHNESS = {pb.FRESHNESS_LIVE: "live", pb.FRESHNESS_DEGRADED: "degraded"}
+FRESHNESS = {
+    pb.FRESHNESS_LIVE: "live",
+    pb.FRESHNESS_DEGRADED: "degraded",
+    pb.FRESHNESS_REPAIRING: "repairing",
+}
 CRITICAL_OPS = frozenset({"credit-cost", "permission", "user-status", "flag"})
 
 

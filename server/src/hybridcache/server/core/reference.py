@@ -23,8 +23,11 @@ are rare, a refetch is cheap).
 
 Known down: when `wrapper_known_down(kind)` says the Wrapper's endpoint is failing (its
 circuit breaker is open), an expired entry that may be served stale is answered STALE at
-once and refreshed in the background (one flight per key), instead of its reader waiting
-for the Wrapper to fail; entries with nothing to serve still ask (and fail fast).
+once, instead of its reader waiting for the Wrapper to fail; entries with nothing to serve
+still ask (and fail fast). Meanwhile a background refresh of a stale-served key starts at
+most every `REVALIDATE_EVERY_S` per kind: while the breaker is open it fails at once, so
+its only use is to be the breaker's probe when one is due, and a refresh per read would
+only cost the readers CPU.
 
 Locking: a fresh hit takes no lock. `OrderedDict.get` and `move_to_end` are single C calls,
 atomic under the GIL; a key dropped between the two raises KeyError, which the hit path
@@ -52,6 +55,9 @@ from hybridcache.server.core.values import OrgUnit, Value
 
 RefKey = tuple[str, Kind, str]
 Submit = Callable[[Callable[[], None]], object]
+
+
+REVALIDATE_EVERY_S = 0.1  # while the Wrapper is known down: background refreshes per kind, at most
 
 
 class _Ref:
@@ -105,6 +111,7 @@ class ReferenceCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[RefKey, _Ref] = OrderedDict()
         self._named_by: dict[RefKey, set[str]] = {}  # (tenant, kind, named id) -> keys naming it
+        self._revalidate_at = dict.fromkeys(policies, 0.0)  # kind -> next background refresh (down)
         self._flights: FlightTable[RefKey, Value] = FlightTable()
         self._per_kind = dict.fromkeys(policies, 0)
         self._per_tenant_kind: dict[tuple[str, Kind], int] = {}
@@ -206,11 +213,14 @@ class ReferenceCache:
     def _revalidate_in_background(self, ref_key: RefKey) -> None:
         """An expired entry served stale while the Wrapper is known down: one fetch per key at a
         time (while the breaker is open it fails at once; the one let through is its probe)."""
-        if self._submit is None:
+        now = self._clock()
+        kind = ref_key[1]
+        if self._submit is None or now < self._revalidate_at[kind]:
             return
         with self._lock:
-            if ref_key in self._flights:
+            if ref_key in self._flights or now < self._revalidate_at[kind]:
                 return
+            self._revalidate_at[kind] = now + REVALIDATE_EVERY_S
             flight, _ = self._flights.join_or_start(ref_key)
         self._fetch_in_background(ref_key, flight)
 
