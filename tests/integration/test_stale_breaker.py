@@ -14,12 +14,14 @@ import signal
 import time
 
 import grpc
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.faults.history import Observation, Request, observe, percentile
 from tests.faults.scenarios import USERS
-from tests.faults.stack import stack
+from tests.faults.stack import spare_port, stack
 from tests.helpers import wait_for
 
 TTL_S = 1.0
@@ -41,7 +43,11 @@ def _profiles(tenant: str) -> list[Request]:
 def test_with_the_wrapper_stopped_reads_cost_nothing_once_the_breaker_is_open() -> None:
     with stack() as s:
         policy = {"ttl_s": TTL_S, "max_stale_s": 600, "adaptive_ttl": False, "refresh_ahead": 0.0}
-        s.spawn_server(HYBRIDCACHE_KIND_POLICIES=json.dumps({"user-profiles": policy}))
+        metrics_port = spare_port()
+        s.spawn_server(
+            HYBRIDCACHE_KIND_POLICIES=json.dumps({"user-profiles": policy}),
+            HYBRIDCACHE_METRICS_PORT=str(metrics_port),
+        )
         cached, uncached = _profiles("acme"), _profiles("globex")
         with grpc.insecure_channel(s.target) as channel:
             stub = pb_grpc.HybridCacheStub(channel)
@@ -86,6 +92,8 @@ def test_with_the_wrapper_stopped_reads_cost_nothing_once_the_breaker_is_open() 
                     f"only {len(fast)} of {len(failures)} uncached reads failed fast saying the Wrapper "
                     f"is known down: {[(round(o.latency_s, 3), o.reason[:60]) for o in failures]}"
                 )
+                state = _breaker_state(metrics_port, "item:user-profiles")
+                assert state in (1.0, 2.0), f"breaker state metric {state}: neither open (2) nor probing (1)"
                 uncached_p50 = percentile([o.latency_s for o in failures], 50)
                 print(f"uncached reads: UNAVAILABLE, p50 {uncached_p50 * 1000:.2f} ms")
             finally:
@@ -103,6 +111,16 @@ def test_with_the_wrapper_stopped_reads_cost_nothing_once_the_breaker_is_open() 
             assert recovered_s <= RECOVERY_BOUND_S + 3.0
             assert fresh.ok, fresh.code
             assert fresh.source in ("wrapper", "cache"), fresh.source
+            assert _breaker_state(metrics_port, "item:user-profiles") == 0.0, "breaker not closed again"
+
+
+def _breaker_state(port: int, endpoint: str) -> float | None:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "hybridcache_wrapper_breaker_state" and sample.labels["endpoint"] == endpoint:
+                return float(sample.value)
+    return None
 
 
 def _fast_stale(observation: Observation) -> Observation | None:

@@ -19,6 +19,8 @@ import grpc
 import httpx
 import pytest
 import redis
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hybridcache.server.app import Service
 from hybridcache.server.devwrapper import DevWrapperProcess, launch
@@ -113,6 +115,12 @@ def test_a_refetch_that_failed_while_the_wrapper_was_down_heals_when_it_returns(
             f"an answer known to be outdated was labelled {pb.Freshness.Name(during.provenance.freshness)}"
         )
 
+        metrics = _metrics(service)
+        assert metrics[("hybridcache_repairs_pending", ())] == 1
+        assert metrics[("hybridcache_repairs_oldest_pending_seconds", ())] > 0
+        assert metrics[("hybridcache_refetches_total", (("result", "failure"),))] >= 1
+        assert metrics[("hybridcache_refetches_total", (("result", "success"),))] == 0
+
         wrapper.restart()
         back_at = time.monotonic()
         healed = wait_for(
@@ -131,3 +139,18 @@ def test_a_refetch_that_failed_while_the_wrapper_was_down_heals_when_it_returns(
         assert snapshot.refetch_attempts == snapshot.refetched + snapshot.refetch_errors
         assert snapshot.refetch_reasons == {"old-value-mismatch": 1}
         assert service.feed.ingestor.worker.pending_refetches() == 0
+        metrics = _metrics(service)
+        assert metrics[("hybridcache_repairs_pending", ())] == 0
+        assert metrics[("hybridcache_refetches_total", (("result", "success"),))] == 1
+        assert metrics[("hybridcache_events_total", (("outcome", "refetched"),))] == 1
+        assert metrics[("hybridcache_refetch_requests_total", (("reason", "old-value-mismatch"),))] == 1
+
+
+def _metrics(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The service's Prometheus samples, by (name, sorted labels)."""
+    text = generate_latest(service.metrics.registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
