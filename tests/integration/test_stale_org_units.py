@@ -64,6 +64,10 @@ def test_renaming_a_unit_drops_every_cached_unit_that_names_it(
         assert renamed in before
         assert all(_unit(stub, u).provenance.source == pb.SOURCE_CACHE for u in (PARENT, CHILD, GRANDCHILD))
         new_name = f"Renamed {renamed}"
+        stream = stub.WatchChanges(
+            pb.WatchChangesRequest(tenant_ids=["acme"], kinds=[pb.KIND_ORG_UNITS]), timeout=30
+        )
+        next(stream)  # the subscription is confirmed: the change below is delivered on it
         _rename(dev_wrapper.url, renamed, new_name)
         seen = wait_for(
             lambda: (names := _names_seen(stub))[renamed] == {new_name} and names,
@@ -71,3 +75,8 @@ def test_renaming_a_unit_drops_every_cached_unit_that_names_it(
             what=f"every cached unit naming {renamed} to show its new name",
         )
         assert seen[renamed] == {new_name}
+        # Watchers keeping their own copies are told about every outdated unit too.
+        change = next(m.change for m in stream if m.WhichOneof("message") == "change")
+        stream.cancel()
+        expected = {renamed} | ({PARENT, GRANDCHILD} if renamed == CHILD else {CHILD, GRANDCHILD})
+        assert set(change.keys) == expected, f"the change named {list(change.keys)}, not {sorted(expected)}"

@@ -49,7 +49,7 @@ def test_an_org_unit_invalidation_drops_every_cached_unit_naming_it(
 ) -> None:
     for unit in ("root", "mid", "leaf", "other"):
         cache.get(T, OU, unit)
-    cache.invalidate(T, OU, changed)
+    assert cache.invalidate(T, OU, changed) == tuple(sorted(dropped - {changed}))
     refetched = {u for u in ("root", "mid", "leaf", "other") if cache.get(T, OU, u).source is Source.WRAPPER}
     assert refetched == dropped
     assert cache.stats().kinds[OU].entries == 4

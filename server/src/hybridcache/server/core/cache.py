@@ -213,13 +213,15 @@ class HybridCache:
             return None
         return self._replica.refetch(tenant_id, kind, key, deadline)
 
-    def invalidate(self, tenant_id: str, kind: Kind, key: str) -> None:
-        """On-demand: drop the entry. Replica: the held value becomes a suspect — the next read
-        refetches it (and serves it as STALE if the Wrapper is down)."""
+    def invalidate(self, tenant_id: str, kind: Kind, key: str) -> tuple[str, ...]:
+        """On-demand: drop the entry, and every cached entry that names it (org units: the
+        parent, the descendants); returns those related keys. Replica: the held value becomes
+        a suspect — the next read refetches it (and serves it as STALE if the Wrapper is down);
+        returns ()."""
         if self._tier(kind) is Tier.ON_DEMAND:
-            self._reference.invalidate(tenant_id, kind, key)
-        else:
-            self._replica.invalidate(tenant_id, kind, key)
+            return self._reference.invalidate(tenant_id, kind, key)
+        self._replica.invalidate(tenant_id, kind, key)
+        return ()
 
     def invalidate_kind(self, tenant_id: str, kind: Kind) -> None:
         """On-demand: drop the tenant's entries of the kind. Replica: reload the kind on next read."""

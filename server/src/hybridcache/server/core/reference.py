@@ -309,8 +309,9 @@ class ReferenceCache:
                 if not keys:
                     del self._named_by[(tenant_id, kind, named)]
 
-    def invalidate(self, tenant_id: str, kind: Kind, key: str) -> None:
-        """Drop the entry, and every cached entry of the kind that names it (org units)."""
+    def invalidate(self, tenant_id: str, kind: Kind, key: str) -> tuple[str, ...]:
+        """Drop the entry, and every cached entry of the kind that names it (org units); returns
+        the keys of those related entries dropped."""
         now = self._clock()
         ref_key = (tenant_id, kind, key)
         counters = self._counters.of(tenant_id)[kind]
@@ -320,13 +321,14 @@ class ReferenceCache:
             if kind is Kind.ORG_UNITS:
                 # A fetch in flight may be of a unit naming this one: none of them may store.
                 self._flights.fence_where(lambda k: k[0] == tenant_id and k[1] == kind)
-            dropped = [ref_key, *((tenant_id, kind, other) for other in (related or ()))]
+            others = tuple(sorted(related or ()))
             counters.invalidations += 1
-            for gone_key in dropped:
+            for gone_key in (ref_key, *((tenant_id, kind, other) for other in others)):
                 entry = self._remove_locked(gone_key)
                 if entry is not None and entry.value is not None and now < entry.expires_at:
                     counters.live_invalidations += 1
             self._adapt_locked(now)
+        return others
 
     def invalidate_kind(self, tenant_id: str, kind: Kind) -> None:
         """Drop every entry of one tenant's kind. O(entries): a scan, under the lock."""

@@ -242,7 +242,7 @@ class EventIngestor:
 
     def _invalidate(self, event: Event) -> None:
         try:
-            self._cache.invalidate(event.tenant_id, event.kind, event.key)
+            related = self._cache.invalidate(event.tenant_id, event.kind, event.key) or ()
         except Exception:
             self.stats.add("apply_errors")
             log.exception("cache.invalidate failed")
@@ -252,7 +252,9 @@ class EventIngestor:
             ChangeNotice(
                 tenant_id=event.tenant_id,
                 kind=event.kind,
-                keys=(event.key,),
+                # Related entries dropped with it (org units naming it) are outdated for
+                # watchers' copies too.
+                keys=(event.key, *related),
                 changed_fields=event.changed_fields,
                 event_id=event.event_id,
                 event_type=event.event_type,

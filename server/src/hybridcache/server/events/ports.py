@@ -72,7 +72,10 @@ class ChangeCache(Protocol):
         """Fetch one key from the Wrapper and store it. May raise NotFound / WrapperUnavailable."""
         ...
 
-    def invalidate(self, tenant_id: str, kind: Kind, key: str) -> None: ...
+    def invalidate(self, tenant_id: str, kind: Kind, key: str) -> Sequence[str] | None:
+        """Drop or suspect the key; returns the keys of related entries dropped with it (org
+        units naming it), if any."""
+        ...
 
     def drop_reference(self) -> None:
         """Drop every on-demand (reference) entry: invalidations for them may have been missed."""
