@@ -118,8 +118,8 @@ def test_a_refetch_that_failed_while_the_wrapper_was_down_heals_when_it_returns(
         metrics = _metrics(service)
         assert metrics[("hybridcache_repairs_pending", ())] == 1
         assert metrics[("hybridcache_repairs_oldest_pending_seconds", ())] > 0
-        assert metrics[("hybridcache_refetches_total", (("result", "failure"),))] >= 1
-        assert metrics[("hybridcache_refetches_total", (("result", "success"),))] == 0
+        assert metrics[("hybridcache_repair_attempts_total", (("outcome", "error"),))] >= 1
+        assert metrics[("hybridcache_repair_attempts_total", (("outcome", "ok"),))] == 0
 
         wrapper.restart()
         back_at = time.monotonic()
@@ -141,7 +141,7 @@ def test_a_refetch_that_failed_while_the_wrapper_was_down_heals_when_it_returns(
         assert service.feed.ingestor.worker.pending_refetches() == 0
         metrics = _metrics(service)
         assert metrics[("hybridcache_repairs_pending", ())] == 0
-        assert metrics[("hybridcache_refetches_total", (("result", "success"),))] == 1
+        assert metrics[("hybridcache_repair_attempts_total", (("outcome", "ok"),))] == 1
         assert metrics[("hybridcache_events_total", (("outcome", "refetched"),))] == 1
         assert metrics[("hybridcache_refetch_requests_total", (("reason", "old-value-mismatch"),))] == 1
 

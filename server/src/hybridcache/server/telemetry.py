@@ -10,7 +10,9 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from hybridcache.server.events.stats import REFETCH_REASONS
 from hybridcache.server.metrics import counter, gauge
+from hybridcache.server.wrapper_health import BreakerState
 
 if TYPE_CHECKING:
     from hybridcache.server.app import Service
@@ -57,19 +59,23 @@ def _collect(service: Service) -> Iterator[Any]:
         [([reason], count) for reason, count in sorted(events.rejected.items())],
     )
     yield counter(
-        "hybridcache_refetches",
-        "Single-key refetches from the Wrapper, by result (attempt: every try; success: the Wrapper's "
-        "value is held; failure: retried after a backoff; not_found: the entity is gone, key dropped).",
-        ["result"],
-        [(["attempt"], events.refetch_attempts), (["success"], events.refetched),
-         (["failure"], events.refetch_errors), (["not_found"], events.refetch_not_found),
-         (["overflow"], events.refetch_overflows)],
+        "hybridcache_repair_attempts",
+        "Single-key refetches from the Wrapper for keys an event said changed, by outcome (ok: the "
+        "Wrapper's value is held; error: retried after a backoff; not_found: the entity is gone).",
+        ["outcome"],
+        [(["ok"], events.refetched), (["error"], events.refetch_errors),
+         (["not_found"], events.refetch_not_found)],
+    )  # fmt: skip
+    yield counter(
+        "hybridcache_repair_overflows",
+        "Refetch requests beyond the pending bound (10,000 keys), turned into a full resync.", [],
+        [([], events.refetch_overflows)],
     )  # fmt: skip
     yield counter(
         "hybridcache_refetch_requests",
         "Keys sent to the Wrapper for their value, by why (an event without a trustworthy value).",
         ["reason"],
-        [([reason], count) for reason, count in sorted(events.refetch_reasons.items())],
+        [([reason], events.refetch_reasons.get(reason, 0)) for reason in REFETCH_REASONS],
     )
     worker = service.feed.ingestor.worker
     yield gauge("hybridcache_repairs_pending", "Keys awaiting a successful refetch (answers: REPAIRING).", [],
@@ -80,6 +86,13 @@ def _collect(service: Service) -> Iterator[Any]:
         [([], worker.oldest_pending_age_s())],
     )  # fmt: skip
     breakers = service.wrapper.health.breakers()
+    yield gauge(
+        "hybridcache_wrapper_breaker_open",
+        "1 while the circuit breaker of a Wrapper endpoint kind is not closed: calls fail fast "
+        "(but for one probe) and stale-eligible reads are answered stale at once; else 0.",
+        ["endpoint"],
+        [([b.endpoint], 0.0 if b.state is BreakerState.CLOSED else 1.0) for b in breakers],
+    )
     yield gauge(
         "hybridcache_wrapper_breaker_state",
         "Circuit breaker per Wrapper endpoint kind: 0 closed, 1 half-open (probing), 2 open (failing fast).",
