@@ -14,7 +14,7 @@ down so a Wrapper fetch never outlives it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import grpc
 
@@ -108,7 +108,15 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
             abort_with(context, exc)
         return read, self._freshness_of(tenant, kind, key)
 
-    def _freshness_of(self, tenant: str, kind: Kind, *keys: str) -> str:
+    def _freshness_of(self, tenant: str, kind: Kind, key: str) -> str:
+        # On every read: one truthiness check while nothing is pending (measured 0.2-0.6 µs over
+        # freshness() alone, timeit on the loaded 2-core VM; an RPC costs ~240 µs).
+        repairing = self._repairing
+        if repairing and (tenant, kind, key) in repairing:
+            return "repairing"
+        return self._freshness()
+
+    def _freshness_of_any(self, tenant: str, kind: Kind, keys: Iterable[str]) -> str:
         repairing = self._repairing
         if repairing and any((tenant, kind, key) in repairing for key in keys):
             return "repairing"
@@ -151,7 +159,7 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
             if oldest is None or read.age_s > oldest.age_s:
                 oldest = read
         if oldest is not None:
-            freshness = self._freshness_of(tenant, Kind.CREDIT_COSTS, *found)
+            freshness = self._freshness_of_any(tenant, Kind.CREDIT_COSTS, found)
             convert.provenance(oldest.source, oldest.age_s, 0, freshness, response.provenance)
         return response
 
