@@ -92,6 +92,10 @@ class WrapperClient:
     def close(self) -> None:
         self._http.close()
 
+    def known_down(self, kind: Kind) -> bool:
+        """Whether the item endpoint of `kind` is known to be failing (its breaker is not closed)."""
+        return self.health.known_down(f"item:{kind}")
+
     # --- WrapperSource
 
     def fetch_item(self, tenant_id: str, kind: Kind, key: str, deadline: float | None) -> Value:
@@ -141,13 +145,10 @@ class WrapperClient:
         body = self._get("/api/tenants", deadline, what="tenants")
         return [str(t["tenantId"]) for t in body.get("tenants", [])]
 
-    def known_down(self, kind: Kind) -> bool:
-        """Whether the item endpoint of `kind` is known to be failing (its breaker is not closed)."""
-        return self.health.known_down(f"item:{kind}")
-
-    # --- one GET through the endpoint kind's breaker, with deadline-bounded retries
+    # --- one GET with deadline-bounded retries
 
     def _get(self, path: str, deadline: float | None, *, what: str) -> Any:
+        """Through the endpoint kind's circuit breaker (`wrapper_health.py`)."""
         breaker = self.health.breaker(what)
         probe = breaker.admit()  # raises WRAPPER_KNOWN_DOWN while open
         try:
