@@ -105,6 +105,16 @@ class Settings(BaseSettings):
         2, ge=0, le=10, description="Retries of a failed idempotent Wrapper read (jittered backoff)."
     )
     wrapper_max_connections: int = Field(32, ge=1, description="Pooled HTTP connections to the Wrapper.")
+    # Circuit breaker per Wrapper endpoint kind (wrapper_health.py; docs/RELIABILITY.md, 8d)
+    wrapper_breaker_failures: int = Field(
+        3,
+        ge=0,
+        description="Failed calls in a row to one Wrapper endpoint kind that open its circuit breaker: "
+        "calls then fail at once and stale-eligible reads answer stale at once (0: no breaker).",
+    )
+    wrapper_breaker_reset_s: float = Field(
+        2.0, gt=0, description="How long an open breaker waits before letting one probe call through."
+    )
 
     # --- What is cached, and how
     tenants: Annotated[list[str], NoDecode] = Field(
@@ -138,6 +148,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="When set (comma-separated), events must be signed with one of them.",
     )
+    # Versions that cannot be poisoned (core/replica.py; docs/RELIABILITY.md, 8b)
+    event_version_window: int = Field(
+        1000,
+        ge=0,
+        description="An event whose version exceeds the highest seen for its tenant and kind by more "
+        "than this is not applied; the key is refetched from the Wrapper instead (0: no limit).",
+    )
     resync_jitter_s: float = Field(
         1.0, ge=0, description="Random delay before a resync after a gap, so a fleet does not stampede."
     )
@@ -145,23 +162,6 @@ class Settings(BaseSettings):
         2,
         ge=0,
         description="Snapshot loads from the Wrapper in progress at once in this process (0: no cap).",
-    )
-
-    # --- Repairs, versions and the Wrapper's health (docs/RELIABILITY.md, "Never silently stale")
-    event_version_window: int = Field(
-        1000,
-        ge=0,
-        description="An event whose version exceeds the highest seen for its tenant and kind by more "
-        "than this is not applied; the key is refetched from the Wrapper instead (0: no limit).",
-    )
-    wrapper_breaker_failures: int = Field(
-        3,
-        ge=0,
-        description="Failed calls in a row to one Wrapper endpoint kind that open its circuit breaker: "
-        "calls then fail at once and stale-eligible reads answer stale at once (0: no breaker).",
-    )
-    wrapper_breaker_reset_s: float = Field(
-        2.0, gt=0, description="How long an open breaker waits before letting one probe call through."
     )
 
     # --- WatchChanges
