@@ -376,6 +376,10 @@ class CoreMachine(RuleBasedStateMachine):
             for _ in range(100):
                 if not self.ops:
                     break
+                # A read may wait on a background refresh's flight whose job is still queued (a
+                # real executor runs it): run them, or that read never finishes.
+                while self.submit.jobs:
+                    self.start("refresh", self.submit.jobs.pop(0))
                 for call in list(self.wrapper.pending):
                     self.wrapper.complete(call)
                 self.settle()
