@@ -108,9 +108,11 @@ class KindReplica:
             self.loading = None
             self.touched = {}
 
-    def install(self, flight: Flight[None], new: dict[str, Entry], *, diff: bool) -> list[Change]:
-        """Swap in the snapshot `flight` loaded, keeping what was written during the load;
-        returns the key-level diff (if `diff`)."""
+    def install(
+        self, flight: Flight[None], new: dict[str, Entry], high_water: int = 0, *, diff: bool
+    ) -> list[Change]:
+        """Swap in the snapshot `flight` loaded (its items, and `high_water`: no item's version is
+        above it), keeping what was written during the load; returns the key-level diff (if `diff`)."""
         if self.loading is not flight:
             if self.loading is None and self.reload:
                 # Fenced by invalidate_kind and no newer load running: the items are only good as
@@ -132,7 +134,7 @@ class KindReplica:
             if key in self.suspects:  # invalidated during the load: still unverified
                 suspects[key] = dropped if dropped is not None else self.suspects[key]
         changes = self._diff(new, suspects) if diff else []
-        self.high_water = max(self.high_water, max((e.value.version for e in new.values()), default=0))
+        self.high_water = max(self.high_water, high_water)
         self.map = new  # the atomic swap readers see
         self.suspects = suspects
         if self.tombstones:
