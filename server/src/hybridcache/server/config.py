@@ -144,16 +144,16 @@ class Settings(BaseSettings):
         "pubsub", description="pubsub (at-most-once, resync on every gap) or stream (durable, resumes)."
     )
     event_max_bytes: int = Field(65536, ge=256, description="Largest change notification accepted.")
-    event_hmac_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list,
-        description="When set (comma-separated), events must be signed with one of them.",
-    )
     # Versions that cannot be poisoned (core/replica.py; docs/RELIABILITY.md, 8b)
     event_version_window: int = Field(
         1000,
         ge=0,
         description="An event whose version exceeds the highest seen for its tenant and kind by more "
         "than this is not applied; the key is refetched from the Wrapper instead (0: no limit).",
+    )
+    event_hmac_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="When set (comma-separated), events must be signed with one of them.",
     )
     resync_jitter_s: float = Field(
         1.0, ge=0, description="Random delay before a resync after a gap, so a fleet does not stampede."
