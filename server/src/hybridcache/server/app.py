@@ -4,7 +4,10 @@
                                      ▲                        │ ChangeNotice
                       HybridCacheServicer (unary)      ChangeHub ─► WatchChanges streams
                                      ▲
-       grpc.server + Gate (auth, limits, metrics, logs) + health + reflection  (port 0 in tests)
+       grpc.server + Gate (auth, limits, lanes, metrics, logs) + health + reflection  (port 0 in tests)
+
+Each kind of call runs on threads of its own (capacity.py): unary calls, WatchChanges
+streams, reflection, health; the gate admits a call to its lane before it takes a thread.
 
 Start order matters: the change feed starts before any replica loads, so a change published
 during a load is not lost (the core keeps the newer of snapshot and event per key), and
@@ -28,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hybridcache.server.auth import Authenticator, Caller
+from hybridcache.server.capacity import Lanes, MessageWatch
 from hybridcache.server.config import Settings
 from hybridcache.server.core import DEFAULT_POLICIES, HybridCache, KindPolicy
 from hybridcache.server.core.errors import CacheError
@@ -37,7 +41,7 @@ from hybridcache.server.gate import CallerLimits, Gate, current_caller
 from hybridcache.server.heap import HeapSettler
 from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
 from hybridcache.server.logs import grpc_guard_metrics
-from hybridcache.server.metrics import Metrics
+from hybridcache.server.metrics import Metrics, MetricsTLS
 from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
 from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.telemetry import register_collectors
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _WARM_RETRY_S = (0.2, 5.0)  # backoff bounds while the Wrapper is not answering at start
 _REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas do not align
+_NO_LIMITS = CallerLimits(rate_per_s=0.0, burst=1, max_in_flight=0)
 
 
 def policies_from(settings: Settings) -> Mapping[Kind, KindPolicy]:
@@ -123,12 +128,17 @@ class Service:
             stats_extra=self._stats_extra,
             repairing=self.feed.ingestor.worker.pending,  # keys awaiting a refetch: REPAIRING
         )
-        # Each open WatchChanges stream holds a pool thread in the sync server (DESIGN §7):
-        # the pool is the unary workers plus the stream cap.
-        self._rpc_pool = ThreadPoolExecutor(
-            max_workers=settings.rpc_workers + settings.max_streams, thread_name_prefix="hybridcache-rpc"
+        # Each open WatchChanges stream holds a thread in the sync server: the stream lane
+        # has one per allowed stream; unary calls, reflection and health have their own.
+        self.lanes = Lanes.build(
+            unary_threads=settings.rpc_workers,
+            unary_limit=settings.max_concurrent_rpcs,
+            streams=settings.max_streams,
+            reflection=settings.reflection_workers,
+            health=settings.health_workers,
         )
-        self.server = _grpc_server(settings, self._gate(extra_handlers), self._rpc_pool)
+        self.message_watch = MessageWatch(on_timeout=self.metrics.request_message_timeouts.inc)
+        self.server = _grpc_server(settings, self._gate(extra_handlers), self.lanes.refusal.pool)
         add_hybridcache_service(self.server, self.servicer, watch, on_malformed=self._count_malformed_request)
         self.server.add_generic_rpc_handlers(tuple(extra_handlers))
         add_parsing_service(  # a garbage health request: INVALID_ARGUMENT, not INTERNAL
@@ -138,14 +148,15 @@ class Service:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             on_malformed=self._count_malformed_request,
         )
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (
+                    SERVICE_NAME,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                self.server,
+            )
         self.port = _bind(self.server, settings)
         register_collectors(self)
         self.metrics.add_collector(grpc_guard_metrics)  # grpc's own log records, by reason
@@ -165,10 +176,15 @@ class Service:
             self.metrics,
             limits_for=self._limits_for,
             service_prefix=(SERVICE_NAME, *(_service_of(h) for h in extra_handlers)),
+            lanes=self.lanes,
+            watch=self.message_watch,
+            request_timeout_s=self.settings.request_message_timeout_s,
             log_rpcs=self.settings.log_rpcs,
         )
 
     def _limits_for(self, caller: Caller) -> CallerLimits:
+        if self.auth.insecure:  # every call is the one dev caller: a per-caller cap would cap the server
+            return _NO_LIMITS
         entry = self.auth.limits_entry(caller)
         return CallerLimits(
             rate_per_s=float(entry.get("rate_per_s", self.settings.caller_rate_per_s)),
@@ -205,7 +221,8 @@ class Service:
                 "Never run this in production."
             )
         if self.settings.metrics_port:
-            self.metrics.serve(self.settings.metrics_port, self.settings.host)
+            self._serve_metrics()
+        self.message_watch.start()
         self.server.start()
         self.feed.start()
         if self.heap is not None:
@@ -213,6 +230,18 @@ class Service:
         for thread in self._threads:
             thread.start()
         return self
+
+    def _serve_metrics(self) -> None:
+        """Plain HTTP without TLS; with TLS, HTTPS on the gRPC certificate (and client CA), or
+        plain HTTP on localhost only when asked (a sidecar scraper)."""
+        s = self.settings
+        if not s.tls_cert_file:
+            self.metrics.serve(s.metrics_port, s.host)
+        elif s.metrics_localhost_plain:
+            self.metrics.serve(s.metrics_port, "127.0.0.1")
+        else:
+            tls = MetricsTLS(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+            self.metrics.serve(s.metrics_port, s.host, tls=tls)
 
     def _set_serving(self, serving: bool) -> None:
         status = (
@@ -267,12 +296,15 @@ class Service:
         self.feed.stop()
         if self.heap is not None:
             self.heap.stop()
-        self._rpc_pool.shutdown(wait=False)  # grpc does not own the pool it was given
+        self.message_watch.stop()
+        self.lanes.shutdown()
         self._background.shutdown(wait=False, cancel_futures=True)
         self.wrapper.close()
 
 
 def _grpc_server(settings: Settings, gate: Gate, pool: ThreadPoolExecutor) -> grpc.Server:
+    # `pool` runs only what no lane claims (nothing registered today): the gate puts every
+    # call on its lane's own pool.
     return grpc.server(
         pool,
         options=[
@@ -285,8 +317,11 @@ def _grpc_server(settings: Settings, gate: Gate, pool: ThreadPoolExecutor) -> gr
             # rate rather than answering GOAWAY "too_many_pings".
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # One connection cannot open more streams than this (SETTINGS_MAX_CONCURRENT_STREAMS).
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
         ],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        # No maximum_concurrent_rpcs: it counts every call together, so a flood would refuse
+        # health probes too; the gate's lanes bound each kind of call instead.
         interceptors=[gate],
     )
 

@@ -5,6 +5,10 @@ by the SHA-256 of its token (never the token itself) and lists the tenants it ma
 `*`. A missing or unknown token is UNAUTHENTICATED; a tenant outside the caller's list is
 PERMISSION_DENIED. Tenant ids in requests are never trusted on their own.
 
+A caller entry with `tls_identity` is bound to its client certificate: its token is
+accepted only on a connection whose certificate names that identity (mTLS), so a leaked
+token is useless without the certificate's key too (checked by the gate).
+
 `insecure_dev_mode` lets every call in as the caller "insecure-dev" with every tenant: the
 dev stack uses it, and the server says so loudly at start.
 """
@@ -22,6 +26,8 @@ class Caller:
     name: str
     all_tenants: bool
     tenants: frozenset[str]
+    # With mTLS: the identity (certificate SAN or CN) its calls must present; None: any.
+    tls_identity: str | None = None
 
     def may_read(self, tenant_id: str) -> bool:
         return self.all_tenants or tenant_id in self.tenants
@@ -47,6 +53,7 @@ class Authenticator:
                 name=str(entry["name"]),
                 all_tenants="*" in tenants,
                 tenants=frozenset(t for t in tenants if t != "*"),
+                tls_identity=str(entry["tls_identity"]) if entry.get("tls_identity") else None,
             )
             digest = str(entry["token_sha256"]).lower()
             if len(digest) != 64:

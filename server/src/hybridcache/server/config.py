@@ -54,11 +54,11 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address the gRPC server binds.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: pick a free one).")
     rpc_workers: int = Field(
-        4,
+        32,
         ge=1,
         le=256,
-        description="Threads for unary RPCs beyond the stream cap: the server's pool is this plus "
-        "HYBRIDCACHE_MAX_STREAMS, and unary calls use any idle thread of it.",
+        description="Threads for unary RPCs, their own: streams, reflection and health run on "
+        "threads of their own (docs/SECURITY.md).",
     )
     gc_freeze: bool = Field(
         True,
@@ -70,7 +70,10 @@ class Settings(BaseSettings):
     )
     max_streams_per_caller: int = Field(20, ge=1, description="Open WatchChanges streams per caller.")
     max_concurrent_rpcs: int = Field(
-        1000, ge=1, description="RPCs in progress at once; beyond it callers get RESOURCE_EXHAUSTED."
+        256,
+        ge=1,
+        description="Unary RPCs admitted at once, running or waiting for a thread; beyond it "
+        "callers get RESOURCE_EXHAUSTED at once.",
     )
     max_message_bytes: int = Field(
         1 << 20, ge=1024, description="Largest request or response message, in bytes."
@@ -186,25 +189,55 @@ class Settings(BaseSettings):
         default_factory=list,
         description=(
             'JSON list of callers: [{"name": "crm", "token_sha256": "<hex>", "tenants": ["acme"] or ["*"], '
-            '"rate_per_s"?, "burst"?, "max_in_flight"?}].'
+            '"rate_per_s"?, "burst"?, "max_in_flight"?, "tls_identity"?}]; tls_identity binds the caller '
+            "to its client certificate's SAN or CN (mTLS)."
         ),
     )
 
     caller_rate_per_s: float = Field(
-        0.0,
+        1000.0,
         ge=0,
-        description="Per-caller request rate limit (token bucket; 0: off). A caller entry may set its own.",
+        description="Per-caller request rate limit (token bucket; 0: off). A caller entry may set its own. "
+        "Not applied in insecure dev mode (every call is one caller there).",
     )
     caller_burst: int = Field(200, ge=1, description="Per-caller token-bucket burst size.")
     caller_max_in_flight: int = Field(
-        0,
+        16,
         ge=0,
-        description="Per-caller cap on unary RPCs in progress (0: off). A caller entry may set its own.",
+        description="Per-caller cap on unary RPCs in progress or waiting (0: off); keep it below "
+        "HYBRIDCACHE_RPC_WORKERS so no caller holds every thread. A caller entry may set its own.",
     )
     tls_cert_file: str = Field("", description="Server certificate (PEM); with the key, serve TLS.")
     tls_key_file: str = Field("", description="Server private key (PEM).")
     tls_client_ca_file: str = Field(
         "", description="CA bundle (PEM) for client certificates; when set, clients must present one (mTLS)."
+    )
+
+    # --- Capacity before authentication, and what is exposed (docs/SECURITY.md)
+    max_streams_per_connection: int = Field(
+        100, ge=1, description="HTTP/2 streams one connection may have open at once."
+    )
+    request_message_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="A call whose request message has not arrived this long after it got a thread "
+        "is cancelled (health: 1 s at most).",
+    )
+    health_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Threads answering grpc.health.v1 (Check; as many again for Watch), their own.",
+    )
+    reflection: bool = Field(
+        True,
+        description="Serve gRPC server reflection (grpcurl list); authenticated callers only in secure mode.",
+    )
+    reflection_workers: int = Field(2, ge=1, le=64, description="Threads for reflection streams, their own.")
+    metrics_localhost_plain: bool = Field(
+        False,
+        description="With TLS on, serve /metrics as plain HTTP on 127.0.0.1 (a sidecar scraper) instead "
+        "of over TLS with the gRPC certificate.",
     )
 
     # --- Operations

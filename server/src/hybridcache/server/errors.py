@@ -1,11 +1,13 @@
 """Domain errors -> gRPC status, in one table, with a google.rpc.ErrorInfo detail.
 
 Callers get a machine-readable reason (ErrorInfo.reason, domain `hybridcache.dev`) next
-to the human message; `hybridcache.client` maps the codes back to one exception tree.
+to the human message (and a google.rpc.RetryInfo on refusals that a retry may fix, never
+below RETRY_FLOOR_S); `hybridcache.client` maps the codes back to one exception tree.
 """
 
 from __future__ import annotations
 
+import random
 from typing import NoReturn
 
 import grpc
@@ -16,6 +18,10 @@ from grpc_status import rpc_status
 from hybridcache.server.core.errors import CacheError, InvalidRequest, NotFound, WrapperUnavailable
 
 ERROR_DOMAIN = "hybridcache.dev"
+# A RetryInfo delay is never below this, plus up to as much again at random: a delay near 0
+# would invite an instant retry storm, and the same delay for every refused caller would
+# bring them back together.
+RETRY_FLOOR_S = 0.05
 
 _CODE_BY_ERROR: dict[type[CacheError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -47,13 +53,18 @@ def abort(
     details[0].Pack(info)
     if retry_after_s is not None:
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(retry_after_s * 1e9))
+        delay.FromNanoseconds(int(retry_delay_s(retry_after_s) * 1e9))
         retry = any_pb2.Any()
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         details.append(retry)
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
     context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # it raises; this line keeps NoReturn honest
+
+
+def retry_delay_s(wanted_s: float) -> float:
+    """The delay a RetryInfo carries for a wanted one: at least the floor, jittered."""
+    return max(wanted_s, RETRY_FLOOR_S) + random.uniform(0, RETRY_FLOOR_S)
 
 
 def abort_with(context: grpc.ServicerContext, error: CacheError) -> NoReturn:

@@ -1,17 +1,31 @@
-"""The gate every HybridCache RPC passes: who is calling, may they call now, and a record of it.
+"""The gate every call passes: who is calling, may they call now, on whose threads, and a record.
 
-A server interceptor, so the servicer sees only authenticated, admitted calls:
+A server interceptor. grpc's sync server runs `intercept_service` on its polling thread with
+the call's metadata, before any pool thread is taken, so everything that can refuse a call
+without its request message happens there, and a refused call never waits for one:
 
-    authenticate (UNAUTHENTICATED) -> rate limit / in-flight cap per caller (RESOURCE_EXHAUSTED
-    + RetryInfo) -> handler -> metrics (started / handled by code / seconds) + one log line
-    (caller, method, code, duration; never request fields)
+    polling thread:  authenticate (UNAUTHENTICATED) -> rate limit / in-flight cap per caller
+                     (RESOURCE_EXHAUSTED + RetryInfo) -> a place in the call's lane
+                     (capacity.py; RESOURCE_EXHAUSTED "SERVER_BUSY" when full)
+    lane's thread:   client certificate bound to the caller? -> the request message, within
+                     the request-message timeout (else cancelled) -> handler -> metrics
+                     (started / handled by code / seconds) + one log line (caller, method,
+                     code, duration; never request fields)
 
-Health and reflection are not gated: probes and grpcurl must work without credentials.
-Limits are per caller, so one caller exhausting its budget never refuses another's calls.
+A refusal runs on the small refusal lane as a handler of a stream-request shape: grpc hands
+such a handler its request iterator without waiting for a message, so it ends at once.
+Admitted calls are re-shaped the same way (unary -> stream-unary, server-streaming ->
+stream-stream) so that the gate, not grpc, waits for the message: it can time the wait out,
+and its `finally` always runs to give back the caller's and the lane's places.
+
+Health is never authenticated (probes must work without credentials) and runs on lanes of
+its own. Reflection is authenticated in secure mode. Limits are per caller, so one caller
+exhausting its budget never refuses another's calls.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +33,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
 
 from hybridcache.server.auth import Authenticator, Caller
+from hybridcache.server.capacity import Lane, Lanes, MessageWatch
 from hybridcache.server.errors import abort
 from hybridcache.server.logs import log_rpc
 from hybridcache.server.metrics import Metrics, RpcSeries
 
 _current = threading.local()  # the sync server runs a call's handler on one pool thread
+
+_HEALTH = "/" + health_pb2.DESCRIPTOR.services_by_name["Health"].full_name + "/"
+_REFLECTION = f"/{reflection.SERVICE_NAME}/"
+_HEALTH_MESSAGE_TIMEOUT_S = 1.0  # a probe sends its message with its headers; an idle one is not a probe
+_BUSY_RETRY_S = 0.05
 
 
 def current_caller() -> Caller:
@@ -52,6 +74,146 @@ class _Budget:
         self.in_flight = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    retry_after_s: float | None = None
+
+
+class _Route:
+    """How one method's calls are admitted and run; its handlers are built once per caller."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        handler: Any,
+        *,
+        lane: Lane,
+        authenticated: bool,
+        timeout_s: float,
+        series: RpcSeries | None,
+    ) -> None:
+        self.handler = handler
+        self.lane = lane
+        self.authenticated = authenticated
+        self.counts_in_flight = authenticated and lane is gate.lanes.unary
+        self.series = series
+        self._gate = gate
+        self._timeout_s = timeout_s
+        self._by_caller: dict[Caller | None, Any] = {}
+
+    def handler_for(self, caller: Caller | None) -> Any:
+        built = self._by_caller.get(caller)
+        if built is None:
+            built = self._by_caller[caller] = self._build(caller)
+        return built
+
+    def _build(self, caller: Caller | None) -> Any:
+        h = self.handler
+        wrap = _Behaviors(self, caller)
+        if h.unary_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self.lane.on_pool(wrap.unary(h.unary_unary)), h.request_deserializer, h.response_serializer
+            )
+        if h.unary_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self.lane.on_pool(wrap.stream(h.unary_stream, whole=False)),
+                h.request_deserializer,
+                h.response_serializer,
+            )
+        if h.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self.lane.on_pool(wrap.stream(h.stream_stream, whole=True)),
+                h.request_deserializer,
+                h.response_serializer,
+            )
+        return grpc.stream_unary_rpc_method_handler(
+            self.lane.on_pool(wrap.unary(h.stream_unary, whole=True)),
+            h.request_deserializer,
+            h.response_serializer,
+        )
+
+    # --- per call
+
+    def enter(self, caller: Caller | None, context: grpc.ServicerContext) -> None:
+        if self.series is not None:
+            self.series.started.inc()
+        if caller is not None:
+            _current.caller = caller
+            if caller.tls_identity is not None:
+                self._gate.check_certificate(caller, context)
+
+    def first_message(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        request = self._gate.watch.first(requests, context, self._timeout_s)
+        if request is None:
+            abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message", "NO_REQUEST"
+            )
+        return request
+
+    def leave(self, caller: Caller | None, code: str, started: float) -> None:
+        if self.counts_in_flight and caller is not None:
+            self._gate.release(caller)
+        self.lane.release()
+        if self.series is not None:
+            self._gate.record(self.series, caller, code, started)
+
+
+class _Behaviors:
+    """The behaviours grpc calls for one route and caller (closures, so a call pays no lookups)."""
+
+    __slots__ = ("_caller", "_route")
+
+    def __init__(self, route: _Route, caller: Caller | None) -> None:
+        self._route = route
+        self._caller = caller
+
+    def unary(self, inner: Callable[[Any, Any], Any], *, whole: bool = False) -> Callable[[Any, Any], Any]:
+        route, caller = self._route, self._caller
+
+        def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                route.enter(caller, context)
+                if whole:
+                    return inner(requests, context)
+                return inner(route.first_message(requests, context), context)
+            except Exception:
+                code = _code_name(context)
+                raise
+            finally:
+                route.leave(caller, code, started)
+
+        return behavior
+
+    def stream(self, inner: Callable[[Any, Any], Iterator[Any]], *, whole: bool) -> Callable[[Any, Any], Any]:
+        route, caller = self._route, self._caller
+
+        def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                route.enter(caller, context)
+                first = route.first_message(requests, context)
+                if whole:  # a bidirectional stream: its first message, then the rest as they come
+                    yield from inner(itertools.chain((first,), requests), context)
+                else:
+                    yield from inner(first, context)
+            except Exception:
+                code = _code_name(context)
+                raise
+            except GeneratorExit:
+                code = "CANCELLED"
+                raise
+            finally:
+                route.leave(caller, code, started)
+
+        return behavior
+
+
 class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(
         self,
@@ -60,6 +222,10 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         *,
         limits_for: Callable[[Caller], CallerLimits],
         service_prefix: str | tuple[str, ...],  # several: each service gated alike
+        lanes: Lanes,
+        watch: MessageWatch,
+        request_timeout_s: float = 5.0,
+        authenticate_reflection: bool = True,
         log_rpcs: bool = True,
     ) -> None:
         self._auth = auth
@@ -67,49 +233,103 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         self._limits_for = limits_for
         names = (service_prefix,) if isinstance(service_prefix, str) else service_prefix
         self._prefixes = tuple(f"/{name}/" for name in names)
+        self.lanes = lanes
+        self.watch = watch
+        self._request_timeout_s = request_timeout_s
+        self._authenticate_reflection = authenticate_reflection and not auth.insecure
         self._log_rpcs = log_rpcs
         self._lock = threading.Lock()
         self._budgets: dict[str, _Budget] = {}
-        # Full method name -> (the service's handler, the gated handler built for it).
-        self._gated: dict[str, tuple[Any, Any]] = {}
+        # Full method name -> its route, rebuilt if the service hands out another handler.
+        self._routes: dict[str, _Route | None] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        # The sync server asks on every call. A method's gated handler (and its labelled
-        # metrics) is built once, reused while the service hands out the same handler.
+        # On grpc's polling thread: cheap, never blocking, never raising.
         handler = continuation(details)
         if handler is None:
             return None
-        gated = self._gated.get(details.method)
-        if gated is not None and gated[0] is handler:
-            return gated[1]
-        if not details.method.startswith(self._prefixes):
+        route = self._routes.get(details.method)
+        if route is None or route.handler is not handler:
+            route = self._routes[details.method] = self._route(details.method, handler)
+        if route is None:
             return handler
-        wrapped = self._wrap(handler, details.method.rsplit("/", 1)[-1])
-        self._gated[details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: Any, method: str) -> Any:
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, self._metrics.rpc_series(method, "unary")),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+        caller: Caller | None = None
+        if route.authenticated:
+            caller = self._auth.identify(details.invocation_metadata)
+            if caller is None:
+                metadata = details.invocation_metadata
+                reason = "MISSING_CREDENTIALS" if not metadata_has_token(metadata) else "INVALID_CREDENTIALS"
+                return self._refuse(
+                    route,
+                    None,
+                    _Refusal(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token", reason),
+                )
+            refusal = self._take_budget(caller, counts_in_flight=route.counts_in_flight)
+            if refusal is not None:
+                return self._refuse(route, caller, refusal)
+        if not route.lane.try_admit():
+            if route.counts_in_flight and caller is not None:
+                self.release(caller)
+            self._metrics.lane_refused.labels(route.lane.name).inc()
+            busy = _Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server busy: too many {route.lane.name} calls in progress",
+                "SERVER_BUSY",
+                _BUSY_RETRY_S,
             )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, self._metrics.rpc_series(method, "server_stream")),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+            return self._refuse(route, caller, busy)
+        return route.handler_for(caller)
+
+    def _route(self, method: str, handler: Any) -> _Route | None:
+        lanes, streaming = self.lanes, handler.response_streaming
+        if method.startswith(self._prefixes):
+            name = method.rsplit("/", 1)[-1]
+            series = self._metrics.rpc_series(name, "server_stream" if streaming else "unary")
+            lane = lanes.stream if streaming else lanes.unary
+            return _Route(
+                self, handler, lane=lane, authenticated=True, timeout_s=self._request_timeout_s, series=series
             )
-        return handler
+        if method.startswith(_REFLECTION):
+            return _Route(
+                self,
+                handler,
+                lane=lanes.reflection,
+                authenticated=self._authenticate_reflection,
+                timeout_s=self._request_timeout_s,
+                series=None,
+            )
+        if method.startswith(_HEALTH):
+            lane = lanes.health_watch if streaming else lanes.health
+            timeout = min(_HEALTH_MESSAGE_TIMEOUT_S, self._request_timeout_s)
+            return _Route(self, handler, lane=lane, authenticated=False, timeout_s=timeout, series=None)
+        return None  # nothing else is registered; it would run on the server's default (refusal) pool
 
-    # --- admission
+    # --- refusals (before any thread waits for a message)
 
-    def _admit(self, context: grpc.ServicerContext, metadata: Any, *, counts_in_flight: bool) -> Caller:
-        caller = self._auth.identify(metadata)
-        if caller is None:
-            reason = "MISSING_CREDENTIALS" if not metadata_has_token(metadata) else "INVALID_CREDENTIALS"
-            abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token", reason)
+    def _refuse(self, route: _Route, caller: Caller | None, refusal: _Refusal) -> Any:
+        series = route.series
+
+        def refuse(_requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            if series is not None:
+                series.started.inc()
+            try:
+                abort(
+                    context,
+                    refusal.code,
+                    refusal.message,
+                    refusal.reason,
+                    retry_after_s=refusal.retry_after_s,
+                )
+            finally:
+                if series is not None:
+                    self.record(series, caller, refusal.code.name, started)
+
+        return grpc.stream_unary_rpc_method_handler(self.lanes.refusal.on_pool(refuse))
+
+    # --- per-caller budgets
+
+    def _take_budget(self, caller: Caller, *, counts_in_flight: bool) -> _Refusal | None:
         limits = self._limits_for(caller)
         retry_after = 0.0
         refused = ""
@@ -129,75 +349,45 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
             if not refused and counts_in_flight:
                 if limits.max_in_flight and budget.in_flight >= limits.max_in_flight:
                     refused = "in-flight"
-                    retry_after = 0.05
+                    retry_after = _BUSY_RETRY_S
                 else:
                     budget.in_flight += 1
-        if refused:
-            self._metrics.rate_limited.labels(refused).inc()
-            message = (
-                f"caller {caller.name!r} exceeded its rate limit"
-                if refused == "rate"
-                else f"caller {caller.name!r} has too many calls in flight"
-            )
-            abort(
-                context,
+        if not refused:
+            return None
+        self._metrics.rate_limited.labels(refused).inc()
+        if refused == "rate":
+            return _Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                message,
-                "RATE_LIMITED" if refused == "rate" else "TOO_MANY_IN_FLIGHT",
-                retry_after_s=retry_after,
+                f"caller {caller.name!r} exceeded its rate limit",
+                "RATE_LIMITED",
+                retry_after,
             )
-        _current.caller = caller
-        return caller
+        return _Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"caller {caller.name!r} has too many calls in flight",
+            "TOO_MANY_IN_FLIGHT",
+            retry_after,
+        )
 
-    def _release(self, caller: Caller) -> None:
+    def release(self, caller: Caller) -> None:
         with self._lock:
             self._budgets[caller.name].in_flight -= 1
 
-    # --- wrappers
+    # --- on the lane's thread
 
-    def _unary(self, inner: Callable[[Any, Any], Any], series: RpcSeries) -> Callable[[Any, Any], Any]:
-        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.perf_counter()
-            series.started.inc()
-            caller: Caller | None = None
-            code = "OK"
-            try:
-                caller = self._admit(context, context.invocation_metadata(), counts_in_flight=True)
-                return inner(request, context)
-            except Exception:
-                code = _code_name(context)
-                raise
-            finally:
-                if caller is not None:
-                    self._release(caller)
-                self._done(series, caller, code, started)
+    def check_certificate(self, caller: Caller, context: grpc.ServicerContext) -> None:
+        """A caller bound to a client certificate must present that certificate (mTLS)."""
+        identities = context.peer_identities() or ()
+        assert caller.tls_identity is not None
+        if caller.tls_identity.encode() not in identities:
+            abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"caller {caller.name!r} must present its own client certificate",
+                "CERTIFICATE_MISMATCH",
+            )
 
-        return behavior
-
-    def _stream(
-        self, inner: Callable[[Any, Any], Iterator[Any]], series: RpcSeries
-    ) -> Callable[[Any, Any], Iterator[Any]]:
-        def behavior(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            started = time.perf_counter()
-            series.started.inc()
-            caller: Caller | None = None
-            code = "OK"
-            try:
-                # Streams are capped by the stream limiter, not the unary in-flight cap.
-                caller = self._admit(context, context.invocation_metadata(), counts_in_flight=False)
-                yield from inner(request, context)
-            except Exception:
-                code = _code_name(context)
-                raise
-            except GeneratorExit:
-                code = "CANCELLED"
-                raise
-            finally:
-                self._done(series, caller, code, started)
-
-        return behavior
-
-    def _done(self, series: RpcSeries, caller: Caller | None, code: str, started: float) -> None:
+    def record(self, series: RpcSeries, caller: Caller | None, code: str, started: float) -> None:
         seconds = time.perf_counter() - started
         series.handled(code).inc()
         series.seconds.observe(seconds)
@@ -207,7 +397,9 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
 
 def _code_name(context: grpc.ServicerContext) -> str:
     code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    return "UNKNOWN" if context.is_active() else "CANCELLED"
 
 
 def metadata_has_token(metadata: Any) -> bool:

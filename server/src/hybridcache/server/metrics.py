@@ -9,6 +9,7 @@ for metrics. Labels are low-cardinality only: method, code, kind, result, reason
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -52,6 +53,15 @@ class Metrics:
             "hybridcache_rate_limited", "Calls refused by a caller's rate limit or concurrency cap.",
             ["limit"], registry=r,
         )  # fmt: skip
+        self.lane_refused = Counter(
+            "hybridcache_lane_refused", "Calls refused because their lane (unary, stream, ...) was full.",
+            ["lane"], registry=r,
+        )  # fmt: skip
+        self.request_message_timeouts = Counter(
+            "hybridcache_request_message_timeouts",
+            "Calls cancelled because their request message did not arrive in time.",
+            registry=r,
+        )
         self.freshness_degraded = Gauge(
             "hybridcache_freshness_degraded", "1 while change notifications are not flowing.", registry=r
         )
@@ -71,8 +81,27 @@ class Metrics:
         """Register a scrape-time collector (a function yielding metric families)."""
         self.registry.register(_FunctionCollector(collect))
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, port: int, host: str = "0.0.0.0", tls: MetricsTLS | None = None) -> None:
+        """Serve /metrics; over HTTPS when `tls` is given (the gRPC port's certificate)."""
+        if tls is None:
+            start_http_server(port, addr=host, registry=self.registry)
+            return
+        start_http_server(
+            port,
+            addr=host,
+            registry=self.registry,
+            certfile=tls.cert_file,
+            keyfile=tls.key_file,
+            client_cafile=tls.client_ca_file or None,
+            client_auth_required=bool(tls.client_ca_file),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsTLS:
+    cert_file: str
+    key_file: str
+    client_ca_file: str = ""  # set: scrapers must present a certificate this CA signed
 
 
 class RpcSeries:

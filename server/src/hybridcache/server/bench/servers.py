@@ -78,16 +78,21 @@ def _serve_sync(conn: Connection, *, gate: bool) -> None:
     interceptors: list[Any] = []
     if gate:
         from hybridcache.server.auth import Authenticator  # noqa: PLC0415
+        from hybridcache.server.capacity import Lanes, MessageWatch  # noqa: PLC0415
         from hybridcache.server.gate import CallerLimits, Gate  # noqa: PLC0415
         from hybridcache.server.metrics import Metrics  # noqa: PLC0415
 
         limits = CallerLimits(rate_per_s=0.0, burst=200, max_in_flight=0)
+        watch = MessageWatch()
+        watch.start()
         interceptors.append(
             Gate(
                 Authenticator([], insecure=True),
                 Metrics(),
                 limits_for=lambda caller: limits,
                 service_prefix=BENCH_SERVICE,
+                lanes=Lanes.build(unary_threads=4, unary_limit=1000, streams=1, reflection=1, health=1),
+                watch=watch,
                 log_rpcs=False,
             )
         )
