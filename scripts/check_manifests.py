@@ -27,7 +27,7 @@ import kubernetes_validate
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-HEALTH_PORT = 50051
+HEALTH_PORT = 8086  # HYBRIDCACHE_HEALTH_PORT in the ConfigMap: probes have a port of their own
 DEFAULT_VERSION = "1.33.0"  # the oldest Kubernetes the manifests promise to work on (lifecycle sleep: 1.30+)
 
 

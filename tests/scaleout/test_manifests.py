@@ -34,8 +34,8 @@ def test_the_shipped_manifests_pass(capsys: pytest.CaptureFixture[str]) -> None:
         ("revisionHistoryLimit: 5", "revisionHistoryLimt: 5", "revisionHistoryLimt"),  # schema, strict
         ("      maxSurge: 1", "      maxSurge: true", "maxSurge"),  # schema: wrong type
         (
-            "          readinessProbe:\n            grpc:\n              port: 50051",
-            "          readinessProbe:\n            tcpSocket:\n              port: 50051",
+            "          readinessProbe:\n            grpc:\n              port: 8086",
+            "          readinessProbe:\n            tcpSocket:\n              port: 8086",
             "readinessProbe must be a grpc probe",
         ),
         ("            allowPrivilegeEscalation: false\n", "", "allowPrivilegeEscalation"),

@@ -31,6 +31,7 @@ def secure_env(**overrides: str) -> dict[str, str]:
         "HYBRIDCACHE_LOG_RPCS": "true",  # every refused call is logged: the logs are checked for leaks
         "HYBRIDCACHE_LOG_LEVEL": "info",
         "HYBRIDCACHE_METRICS_PORT": str(free_port()),
+        "HYBRIDCACHE_HEALTH_PORT": str(free_port()),
     }
     env.update(overrides)
     return env

@@ -26,13 +26,14 @@ import h2.settings
 
 
 class H2Flood:
-    def __init__(self, port: int, path: str, *, token: str | None = None) -> None:
+    def __init__(self, port: int, path: str, *, token: str | None = None, refill: bool = True) -> None:
         self.port = port
         self.path = path
         self.token = token
         # grpc-status of each stream the server ended; "RST" for resets
         self.statuses: Counter[str] = Counter()
         self.opened = 0
+        self._refill = refill  # False: open `hold` streams once, replace none the server ends
         self.server_max_streams: int | None = None
         self._hold = 0
         self._open: set[int] = set()
@@ -60,7 +61,7 @@ class H2Flood:
 
     def _top_up(self) -> None:
         """Open streams (HEADERS only) until `hold` are open or the server's limit stops us."""
-        while len(self._open) < self._hold:
+        while len(self._open) < self._hold and (self._refill or self.opened < self._hold):
             try:
                 stream_id = self._conn.get_next_available_stream_id()
                 self._conn.send_headers(stream_id, self._headers(), end_stream=False)
@@ -126,8 +127,10 @@ class H2Flood:
 
 
 @contextlib.contextmanager
-def flood(port: int, path: str, streams: int, *, token: str | None = None) -> Iterator[H2Flood]:
-    attack = H2Flood(port, path, token=token).hold(streams)
+def flood(
+    port: int, path: str, streams: int, *, token: str | None = None, refill: bool = True
+) -> Iterator[H2Flood]:
+    attack = H2Flood(port, path, token=token, refill=refill).hold(streams)
     try:
         yield attack
     finally:

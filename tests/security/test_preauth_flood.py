@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from hybridcache.server.registration import SERVICE_NAME
-from tests.faults.stack import Stack
+from tests.faults.stack import Stack, stack
 from tests.helpers import wait_for
-from tests.security.conftest import ACME_TOKEN, GLOBEX_TOKEN, TOKENS
+from tests.security.conftest import ACME_TOKEN, GLOBEX_TOKEN, TOKENS, secure_env
 from tests.security.h2flood import H2Flood, flood
 from tests.security.probes import Prober, ProbeResults, credit_cost_call, health_call
 
@@ -28,21 +28,29 @@ ATTACK_S = 4.0
 P99_BOUND_MS = 250.0  # authenticated hits during a flood (a hit alone is ~1 ms; a loaded 2-core host)
 CREDIT_COST = f"/{SERVICE_NAME}/GetCreditCost"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 def attack(
-    stack: Stack, path: str, *, token: str | None = None, caller_token: str = GLOBEX_TOKEN
+    stack: Stack,
+    path: str,
+    *,
+    token: str | None = None,
+    caller_token: str = GLOBEX_TOKEN,
+    health_target: str | None = None,  # default: health on the main port
+    port: int | None = None,  # the port flooded; default: the main port
 ) -> tuple[ProbeResults, ProbeResults, H2Flood]:
     assert stack.server is not None
-    target, port = stack.server.target, stack.server.port
+    target, port = stack.server.target, port or stack.server.port
     with flood(port, path, FLOOD_STREAMS, token=token) as streams:
         wait_for(lambda: streams.opened >= FLOOD_STREAMS, timeout=15, what=f"{FLOOD_STREAMS} streams opened")
         tenant = "globex" if caller_token == GLOBEX_TOKEN else "acme"
         calls = Prober(target, "authenticated GetCreditCost", credit_cost_call(caller_token, tenant)).start()
-        health = Prober(target, "health Check", health_call()).start()
+        health = Prober(health_target or target, "health Check", health_call()).start()
         time.sleep(ATTACK_S)  # the attack's duration: the probes measure throughout it
         results = calls.stop(), health.stop()
-    print(f"\n{path} flood ({streams.opened} streams opened, server answered {dict(streams.statuses)})")
+    answered = dict(streams.statuses)
+    print(f"\n{path} flood on port {port} ({streams.opened} streams opened, server answered {answered})")
     print(results[0].summary())
     print(results[1].summary())
     return results[0], results[1], streams
@@ -92,3 +100,36 @@ def test_authenticated_slow_sender_flood_is_bounded_to_its_caller(secure_stack: 
         f"the slow sender was not refused RESOURCE_EXHAUSTED: {streams.statuses}"
     )
     assert_nothing_leaked(secure_stack)
+
+
+def test_health_flood_takes_neither_the_callers_capacity_nor_the_probe_port(secure_stack: Stack) -> None:
+    """Health is open to anyone, so a flood of idle health checks is possible: on the main
+    port it fills only health's own lane; the probe port (grpc.aio) keeps answering, even
+    when flooded itself."""
+    assert secure_stack.server is not None
+    probe_port = int(secure_stack.server.env["HYBRIDCACHE_HEALTH_PORT"])
+    probe_target = f"127.0.0.1:{probe_port}"
+    calls, health, _streams = attack(secure_stack, HEALTH_CHECK, health_target=probe_target)
+    assert_service_kept_answering(calls, health)
+    calls, health, _streams = attack(secure_stack, HEALTH_CHECK, health_target=probe_target, port=probe_port)
+    assert_service_kept_answering(calls, health)
+    attack(secure_stack, HEALTH_CHECK)  # health on the main port meanwhile: docs/SECURITY.md quotes it
+    assert_nothing_leaked(secure_stack)
+
+
+def test_a_request_message_that_never_comes_is_cancelled_after_the_timeout() -> None:
+    streams_held = 4
+    with stack() as built:
+        server = built.spawn_server(**secure_env(HYBRIDCACHE_REQUEST_MESSAGE_TIMEOUT_S="1"))
+        started = time.monotonic()
+        with flood(server.port, CREDIT_COST, streams_held, token=ACME_TOKEN, refill=False) as streams:
+            wait_for(
+                lambda: streams.open_now == 0 and streams.opened == streams_held,
+                timeout=10,
+                what="the server to end the streams whose message never came",
+            )
+        elapsed = time.monotonic() - started
+        assert elapsed < 5, f"slow senders held their threads {elapsed:.1f} s with a 1 s timeout"
+        assert streams.statuses["RST"] == streams_held, f"not cancelled: {dict(streams.statuses)}"
+        metrics = httpx.get(f"http://127.0.0.1:{server.env['HYBRIDCACHE_METRICS_PORT']}/metrics", timeout=5)
+        assert f"hybridcache_request_message_timeouts_total {float(streams_held)}" in metrics.text

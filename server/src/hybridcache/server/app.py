@@ -42,6 +42,7 @@ from hybridcache.server.heap import HeapSettler
 from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
 from hybridcache.server.logs import grpc_guard_metrics
 from hybridcache.server.metrics import Metrics, MetricsTLS
+from hybridcache.server.probe_server import ProbeServer
 from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
 from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.telemetry import register_collectors
@@ -158,6 +159,17 @@ class Service:
                 self.server,
             )
         self.port = _bind(self.server, settings)
+        self.probe = (
+            ProbeServer(
+                self.health,
+                settings.host,
+                settings.health_port,
+                max_streams=settings.max_streams_per_connection,
+                reuse_port=settings.workers > 1,
+            )
+            if settings.health_port
+            else None
+        )
         register_collectors(self)
         self.metrics.add_collector(grpc_guard_metrics)  # grpc's own log records, by reason
         for method in pb.DESCRIPTOR.services_by_name["HybridCache"].methods_by_name:
@@ -224,6 +236,8 @@ class Service:
             self._serve_metrics()
         self.message_watch.start()
         self.server.start()
+        if self.probe is not None:
+            self.probe.start()
         self.feed.start()
         if self.heap is not None:
             self.heap.start()
@@ -293,6 +307,8 @@ class Service:
         self.health.enter_graceful_shutdown()
         grace = self.settings.grace_s if grace_s is None else grace_s
         self.server.stop(grace).wait()
+        if self.probe is not None:
+            self.probe.stop()
         self.feed.stop()
         if self.heap is not None:
             self.heap.stop()

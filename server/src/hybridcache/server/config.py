@@ -229,6 +229,13 @@ class Settings(BaseSettings):
         le=64,
         description="Threads answering grpc.health.v1 (Check; as many again for Watch), their own.",
     )
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="A port answering only grpc.health.v1 Check, plain text, on grpc.aio: no flood of "
+        "idle calls can take its answers (point probes here; 0: off).",
+    )
     reflection: bool = Field(
         True,
         description="Serve gRPC server reflection (grpcurl list); authenticated callers only in secure mode.",

@@ -1,0 +1,141 @@
+"""What the service exposes, and to whom: reflection only to authenticated callers in secure
+mode (and not at all when switched off), /metrics over TLS when TLS is on, and a caller
+bound to its client certificate. In-process servers on port 0, real TLS from openssl."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from hybridcache.server.app import Service
+from hybridcache.server.redis_process import RedisProcess, free_port
+from hybridcache.v1 import hybridcache_pb2 as pb
+from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from tests.conftest import service_settings
+from tests.integration.test_rpcs import error_reason
+from tests.integration.test_tls import self_signed
+from tests.security.conftest import ACME_TOKEN, CALLERS
+
+pytestmark = pytest.mark.timeout(90)
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+
+
+def list_services(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=metadata, timeout=5
+    )
+    return [s.name for reply in replies for s in reply.list_services_response.service]
+
+
+def test_reflection_needs_credentials_in_secure_mode_and_can_be_turned_off(
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess
+) -> None:
+    secure = start_service(
+        service_settings(dev_wrapper.url, redis_server.url, insecure_dev_mode=False, callers=CALLERS)
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{secure.port}") as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            list_services(channel)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        listed = list_services(channel, (("authorization", f"Bearer {ACME_TOKEN}"),))
+        assert "hybridcache.v1.HybridCache" in listed
+
+    off = start_service(
+        service_settings(
+            dev_wrapper.url, redis_server.url, insecure_dev_mode=False, callers=CALLERS, reflection=False
+        )
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{off.port}") as channel, pytest.raises(grpc.RpcError) as absent:
+        list_services(channel, (("authorization", f"Bearer {ACME_TOKEN}"),))
+    assert absent.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@needs_openssl
+def test_metrics_are_served_over_tls_when_tls_is_on(
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    key, cert = self_signed(tmp_path, "hybridcache.test")
+    port = free_port()
+    start_service(
+        service_settings(
+            dev_wrapper.url,
+            redis_server.url,
+            tenants=[],
+            tls_cert_file=str(cert),
+            tls_key_file=str(key),
+            metrics_port=port,
+        )
+    )
+    with pytest.raises(httpx.TransportError):  # no plain HTTP beside the TLS port
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False  # the certificate names hybridcache.test, we dial 127.0.0.1
+    scraped = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=context, timeout=5)
+    assert scraped.status_code == 200
+    assert "grpc_server_started" in scraped.text
+
+    local_port = free_port()
+    start_service(
+        service_settings(
+            dev_wrapper.url,
+            redis_server.url,
+            tenants=[],
+            tls_cert_file=str(cert),
+            tls_key_file=str(key),
+            metrics_port=local_port,
+            metrics_localhost_plain=True,
+        )
+    )
+    assert httpx.get(f"http://127.0.0.1:{local_port}/metrics", timeout=5).status_code == 200
+
+
+@needs_openssl
+def test_a_caller_bound_to_its_certificate_is_refused_with_another(
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    server_key, server_cert = self_signed(tmp_path, "hybridcache.test")
+    own_key, own_cert = self_signed(tmp_path, "crm.client.test")
+    other_key, other_cert = self_signed(tmp_path, "other.client.test")
+    client_ca = tmp_path / "clients.pem"  # both self-signed client certificates are trusted
+    client_ca.write_bytes(own_cert.read_bytes() + other_cert.read_bytes())
+    callers = [{**CALLERS[0], "tls_identity": "crm.client.test"}, *CALLERS[1:]]
+    service = start_service(
+        service_settings(
+            dev_wrapper.url,
+            redis_server.url,
+            tenants=[],
+            insecure_dev_mode=False,
+            callers=callers,
+            tls_cert_file=str(server_cert),
+            tls_key_file=str(server_key),
+            tls_client_ca_file=str(client_ca),
+        )
+    )
+    request = pb.GetCreditCostRequest(tenant_id="acme", operation_code="crm.leads.create")
+    metadata = (("authorization", f"Bearer {ACME_TOKEN}"),)
+
+    def call_with(key: Path, cert: Path) -> pb.GetCreditCostResponse:
+        credentials = grpc.ssl_channel_credentials(
+            server_cert.read_bytes(), key.read_bytes(), cert.read_bytes()
+        )
+        options = (("grpc.ssl_target_name_override", "hybridcache.test"),)
+        with grpc.secure_channel(f"127.0.0.1:{service.port}", credentials, options) as channel:
+            reply: pb.GetCreditCostResponse = pb_grpc.HybridCacheStub(channel).GetCreditCost(
+                request, metadata=metadata, timeout=10
+            )
+            return reply
+
+    assert call_with(own_key, own_cert).credit_cost.operation_code == "crm.leads.create"
+    with pytest.raises(grpc.RpcError) as refused:
+        call_with(other_key, other_cert)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_reason(refused.value) == "CERTIFICATE_MISMATCH"
