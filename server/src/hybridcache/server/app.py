@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 
 _WARM_RETRY_S = (0.2, 5.0)  # backoff bounds while the Wrapper is not answering at start
 _REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas do not align
-_NO_LIMITS = CallerLimits(rate_per_s=0.0, burst=1, max_in_flight=0)
 
 
 def policies_from(settings: Settings) -> Mapping[Kind, KindPolicy]:
@@ -109,6 +108,7 @@ class Service:
             on_lag=self.metrics.event_lag_seconds.observe,
         )
         self.auth = Authenticator(settings.callers, insecure=settings.insecure_dev_mode)
+        self._dev_limits = _dev_limits(settings)
         self.health = health.HealthServicer()
         self.stream_limiter = StreamLimiter(
             max_streams=settings.max_streams, max_per_caller=settings.max_streams_per_caller
@@ -195,8 +195,8 @@ class Service:
         )
 
     def _limits_for(self, caller: Caller) -> CallerLimits:
-        if self.auth.insecure:  # every call is the one dev caller: a per-caller cap would cap the server
-            return _NO_LIMITS
+        if self.auth.insecure:
+            return self._dev_limits
         entry = self.auth.limits_entry(caller)
         return CallerLimits(
             rate_per_s=float(entry.get("rate_per_s", self.settings.caller_rate_per_s)),
@@ -339,6 +339,17 @@ def _grpc_server(settings: Settings, gate: Gate, pool: ThreadPoolExecutor) -> gr
         # No maximum_concurrent_rpcs: it counts every call together, so a flood would refuse
         # health probes too; the gate's lanes bound each kind of call instead.
         interceptors=[gate],
+    )
+
+
+def _dev_limits(settings: Settings) -> CallerLimits:
+    """In insecure dev mode every call is the one dev caller, so a default per-caller cap
+    would cap the whole server: only limits set explicitly apply there."""
+    explicit = settings.model_fields_set
+    return CallerLimits(
+        rate_per_s=settings.caller_rate_per_s if "caller_rate_per_s" in explicit else 0.0,
+        burst=settings.caller_burst,
+        max_in_flight=settings.caller_max_in_flight if "caller_max_in_flight" in explicit else 0,
     )
 
 

@@ -198,7 +198,7 @@ class Settings(BaseSettings):
         1000.0,
         ge=0,
         description="Per-caller request rate limit (token bucket; 0: off). A caller entry may set its own. "
-        "Not applied in insecure dev mode (every call is one caller there).",
+        "In insecure dev mode (one caller for every call) this and the in-flight cap apply only when set.",
     )
     caller_burst: int = Field(200, ge=1, description="Per-caller token-bucket burst size.")
     caller_max_in_flight: int = Field(

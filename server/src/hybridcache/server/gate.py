@@ -235,6 +235,8 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         self._prefixes = tuple(f"/{name}/" for name in names)
         self.lanes = lanes
         self.watch = watch
+        for lane in lanes.all():  # a series per lane from the start, so alerts see a 0, not nothing
+            metrics.lane_refused.labels(lane.name)
         self._request_timeout_s = request_timeout_s
         self._authenticate_reflection = authenticate_reflection and not auth.insecure
         self._log_rpcs = log_rpcs
