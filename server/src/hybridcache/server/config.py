@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     )
     max_streams_per_caller: int = Field(20, ge=1, description="Open WatchChanges streams per caller.")
     max_concurrent_rpcs: int = Field(
-        256,
+        1000,
         ge=1,
         description="Unary RPCs admitted at once, running or waiting for a thread; beyond it "
         "callers get RESOURCE_EXHAUSTED at once.",
@@ -215,7 +215,10 @@ class Settings(BaseSettings):
 
     # --- Capacity before authentication, and what is exposed (docs/SECURITY.md)
     max_streams_per_connection: int = Field(
-        100, ge=1, description="HTTP/2 streams one connection may have open at once."
+        1000,
+        ge=1,
+        description="HTTP/2 streams one connection may have open at once (a client multiplexing "
+        "more waits for a free one).",
     )
     request_message_timeout_s: float = Field(
         5.0,
