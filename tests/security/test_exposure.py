@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,40 @@ def test_reflection_needs_credentials_in_secure_mode_and_can_be_turned_off(
     with grpc.insecure_channel(f"127.0.0.1:{off.port}") as channel, pytest.raises(grpc.RpcError) as absent:
         list_services(channel, (("authorization", f"Bearer {ACME_TOKEN}"),))
     assert absent.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_an_idle_reflection_stream_is_cancelled_after_the_timeout(
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess
+) -> None:
+    service = start_service(
+        service_settings(
+            dev_wrapper.url,
+            redis_server.url,
+            insecure_dev_mode=False,
+            callers=CALLERS,
+            request_message_timeout_s=1.0,
+        )
+    )
+    hang = threading.Event()
+
+    def one_request_then_idle() -> Any:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        hang.wait(30)  # the caller keeps the stream open and says nothing more
+
+    started = time.monotonic()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = stub.ServerReflectionInfo(
+                one_request_then_idle(), metadata=(("authorization", f"Bearer {ACME_TOKEN}"),), timeout=20
+            )
+            assert next(replies).list_services_response.service, "the first request was not answered"
+            with pytest.raises(grpc.RpcError) as ended:
+                next(replies)
+    finally:
+        hang.set()
+    assert ended.value.code() == grpc.StatusCode.CANCELLED, ended.value
+    assert time.monotonic() - started < 5, "the idle reflection stream kept its thread past the timeout"
 
 
 @needs_openssl

@@ -153,6 +153,12 @@ class _Route:
             )
         return request
 
+    def messages(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        """The rest of a bidirectional stream's messages; one idle past the timeout is cancelled,
+        so an idle stream does not keep its thread."""
+        while (request := self._gate.watch.first(requests, context, self._timeout_s)) is not None:
+            yield request
+
     def leave(self, caller: Caller | None, code: str, started: float) -> None:
         if self.counts_in_flight and caller is not None:
             self._gate.release(caller)
@@ -198,8 +204,8 @@ class _Behaviors:
             try:
                 route.enter(caller, context)
                 first = route.first_message(requests, context)
-                if whole:  # a bidirectional stream: its first message, then the rest as they come
-                    yield from inner(itertools.chain((first,), requests), context)
+                if whole:  # a bidirectional stream (reflection): each message within the timeout
+                    yield from inner(itertools.chain((first,), route.messages(requests, context)), context)
                 else:
                     yield from inner(first, context)
             except Exception:
