@@ -7,7 +7,8 @@ The flood keeps `hold` streams open for as long as it runs: a stream the server 
 trailers, or RST_STREAM) is replaced at once, so a server that refuses quickly sees a
 sustained stream of new ones, and one that lets them wait sees them all waiting. It respects
 the server's SETTINGS_MAX_CONCURRENT_STREAMS (h2 refuses to exceed it), as a real attacker
-would have to, and counts what the server answered.
+would have to, and counts what the server answered. (One call and its answer, with any
+headers or body: `raw_h2.RawH2`; this is the sustained many-stream variant.)
 """
 
 from __future__ import annotations
