@@ -1,6 +1,6 @@
 """The dev stack (`hybridcache dev` / `scripts/dev`) as a real process tree a test starts and ends.
 
-    stack = DevStack.start([HYBRIDCACHE, "dev", "--port", "0", ...], cwd=tmp_path)
+    stack = DevStack.start([HYBRIDCACHE, "dev", "--port", "0", ...], cwd=tmp_path)  # banner seen
     children = stack.children()   # {pid: command line} of its direct children (/proc)
     stack.process.send_signal(signal.SIGKILL)
     wait_gone(children, timeout=30)
@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import termios
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Self
 
 from hybridcache.server.devstack_leftovers import PID_FILE, read_pids
 
@@ -30,7 +32,9 @@ READY = "dev stack is up"
 STATE_DIR = ".devstack"
 
 
-class DevStack:
+class WatchedProcess:
+    """A process in its own session whose output is kept, so a test can wait for a line of it."""
+
     def __init__(self, process: subprocess.Popen[bytes], output_fd: int, cwd: Path) -> None:
         self.process = process
         self.cwd = cwd
@@ -41,7 +45,7 @@ class DevStack:
         self._ended = False  # the output reached its end (the stack exited or closed it)
         self._closing = threading.Event()
         # Drained all the time, so a chatty child never blocks on a full pipe or terminal.
-        self._reader = threading.Thread(target=self._drain, name="devstack-output", daemon=True)
+        self._reader = threading.Thread(target=self._drain, name="watched-output", daemon=True)
         self._reader.start()
 
     @classmethod
@@ -52,9 +56,10 @@ class DevStack:
         cwd: Path,
         env: Mapping[str, str] | None = None,
         terminal: bool = False,
+        ready: str | None = None,
         ready_timeout: float = 90.0,
-    ) -> DevStack:
-        """Start it in its own session (a signal to it reaches no one else) and wait for the banner."""
+    ) -> Self:
+        """Start it in its own session (a signal to it reaches no one else); wait for `ready`."""
         if terminal:
             controller, tty = os.openpty()
             process = subprocess.Popen(
@@ -84,12 +89,16 @@ class DevStack:
             process.stdout.close()
             stack = cls(process, own_fd, cwd)
         try:
-            stack.read_until(READY, timeout=ready_timeout)
-            stack.started_children = stack.children()
+            if ready is not None:
+                stack.read_until(ready, timeout=ready_timeout)
+            stack.on_ready()
         except BaseException:
             stack.kill_tree()
             raise
         return stack
+
+    def on_ready(self) -> None:
+        """Subclasses note what they must clean up once started."""
 
     @property
     def output(self) -> str:
@@ -103,8 +112,10 @@ class DevStack:
             while text not in "".join(self._output):
                 remaining = deadline - time.monotonic()
                 if self._ended:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.process.wait(10)
                     raise AssertionError(
-                        f"the dev stack's output ended (exit {self.process.poll()}) before {text!r}:\n"
+                        f"its output ended (exit {self.process.returncode}) before {text!r}:\n"
                         f"{''.join(self._output)[-3000:]}"
                     )
                 if remaining <= 0:
@@ -133,6 +144,54 @@ class DevStack:
                 if not chunk:
                     return
 
+    def close_terminal(self) -> None:
+        """What closing the terminal window does: the kernel sends SIGHUP to the dev stack."""
+        self._stop_reading()
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 60.0) -> int:
+        """`signum` to its whole process group (as a terminal's Ctrl-C would); its exit status."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._stop_reading()
+
+    def kill_tree(self) -> None:
+        """Teardown: whatever the test did, leave no process of it behind."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in self.leftover_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+        self._stop_reading()
+
+    def leftover_pids(self) -> list[int]:
+        return []
+
+    def _stop_reading(self) -> None:
+        self._closing.set()
+        self._reader.join(5)
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+
+class DevStack(WatchedProcess):
+    """`hybridcache dev` (or `scripts/dev`): started means its "is up" banner was printed."""
+
+    @classmethod
+    def start(  # type: ignore[override]
+        cls, argv: Sequence[str], *, cwd: Path, ready: str | None = READY, **options: Any
+    ) -> Self:
+        return super().start(argv, cwd=cwd, ready=ready, **options)
+
+    def on_ready(self) -> None:
+        self.started_children = self.children()
+
     def children(self) -> dict[int, str]:
         """The dev stack's direct children, pid -> command line, as the kernel sees them (/proc)."""
         found: dict[int, str] = {}
@@ -150,28 +209,9 @@ class DevStack:
         assert pids, f"no {STATE_DIR}/{PID_FILE} in {self.cwd}"
         return pids
 
-    def close_terminal(self) -> None:
-        """What closing the terminal window does: the kernel sends SIGHUP to the dev stack."""
-        self._stop_reading()
-
-    def kill_tree(self) -> None:
-        """Teardown: whatever the test did, leave no process of this stack behind."""
+    def leftover_pids(self) -> list[int]:
         state = self.cwd / STATE_DIR
-        pids = list(read_pids(state).values()) if state.exists() else []
-        for pid in [self.process.pid, *pids, *self.started_children]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, 9)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(10)
-        self._stop_reading()
-
-    def _stop_reading(self) -> None:
-        self._closing.set()
-        self._reader.join(5)
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+        return [*(read_pids(state).values() if state.exists() else ()), *self.started_children]
 
 
 def alive(pid: int) -> bool:
