@@ -43,7 +43,11 @@ def test_lists_are_comma_separated() -> None:
         ("HYBRIDCACHE_PORT", "http", "HYBRIDCACHE_PORT: "),
         ("HYBRIDCACHE_PORT", "70000", "HYBRIDCACHE_PORT: "),
         ("HYBRIDCACHE_TENANTS", "acme,bad tenant", "HYBRIDCACHE_TENANTS: 'bad tenant'"),
-        ("HYBRIDCACHE_KIND_POLICIES", '{"user-profiles": {"ttl": 1}}', "HYBRIDCACHE_KIND_POLICIES: unknown"),
+        (
+            "HYBRIDCACHE_KIND_POLICIES",
+            '{"user-profiles": {"ttl": 1}}',
+            "HYBRIDCACHE_KIND_POLICIES: user-profiles: unknown key 'ttl' (did you mean 'ttl_s'?)",
+        ),
         ("HYBRIDCACHE_KIND_POLICIES", '{"no-such-kind": {}}', "HYBRIDCACHE_KIND_POLICIES"),
         ("HYBRIDCACHE_KIND_POLICIES", "{not json", "HYBRIDCACHE_KIND_POLICIES"),
         ("HYBRIDCACHE_EVENT_MODE", "kafka", "HYBRIDCACHE_EVENT_MODE: "),

@@ -13,7 +13,6 @@ health turns SERVING only when the configured tenants' replicas are loaded.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import random
@@ -54,8 +53,8 @@ _REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas
 
 def policies_from(settings: Settings) -> Mapping[Kind, KindPolicy]:
     policies = dict(DEFAULT_POLICIES)
-    for kind, overrides in settings.kind_policies.items():
-        policies[kind] = dataclasses.replace(policies[kind], **overrides)
+    for kind, override in settings.kind_policies.items():
+        policies[kind] = override.apply(policies[kind])
     return policies
 
 
@@ -169,11 +168,12 @@ class Service:
         )
 
     def _limits_for(self, caller: Caller) -> CallerLimits:
-        entry = self.auth.limits_entry(caller)
+        entry = self.auth.entry(caller)
+        own = (entry.rate_per_s, entry.burst, entry.max_in_flight) if entry else (None, None, None)
         return CallerLimits(
-            rate_per_s=float(entry.get("rate_per_s", self.settings.caller_rate_per_s)),
-            burst=int(entry.get("burst", self.settings.caller_burst)),
-            max_in_flight=int(entry.get("max_in_flight", self.settings.caller_max_in_flight)),
+            rate_per_s=self.settings.caller_rate_per_s if own[0] is None else own[0],
+            burst=self.settings.caller_burst if own[1] is None else own[1],
+            max_in_flight=self.settings.caller_max_in_flight if own[2] is None else own[2],
         )
 
     def _snapshot_loaded(self, tenant_id: str) -> None:
