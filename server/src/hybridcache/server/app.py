@@ -24,7 +24,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from hybridcache.server.auth import Authenticator, Caller
 from hybridcache.server.config import Settings
@@ -37,6 +36,7 @@ from hybridcache.server.heap import HeapSettler
 from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
 from hybridcache.server.logs import grpc_guard_metrics
 from hybridcache.server.metrics import Metrics
+from hybridcache.server.reflection import enable_reflection
 from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
 from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.telemetry import register_collectors
@@ -137,13 +137,8 @@ class Service:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             on_malformed=self._count_malformed_request,
         )
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
+        enable_reflection(  # v1 and v1alpha (reflection.py)
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), self.server
         )
         self.port = _bind(self.server, settings)
         register_collectors(self)

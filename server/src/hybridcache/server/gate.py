@@ -186,6 +186,8 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
                 # Streams are capped by the stream limiter, not the unary in-flight cap.
                 caller = self._admit(context, context.invocation_metadata(), counts_in_flight=False)
                 yield from inner(request, context)
+                if not context.is_active():  # the handler ended because the client went away
+                    code = "CANCELLED"
             except Exception:
                 code = _code_name(context)
                 raise
