@@ -25,6 +25,10 @@ from hybridcache.server.validation import check_tenant_id
 
 ENV_PREFIX = "HYBRIDCACHE_"
 
+# HYBRIDCACHE_* variables that are not server settings: the operator commands' (opscli/target.py).
+# An operator's shell may well have them set; they are not misspelt settings.
+NOT_SETTINGS = frozenset({"HYBRIDCACHE_TOKEN", "HYBRIDCACHE_TARGET"})
+
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # no ':' or glob characters: channels
 
@@ -350,6 +354,7 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     """One line per HYBRIDCACHE_* variable that is no setting (a misspelling does nothing)."""
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
     lines = []
+    env = {k: v for k, v in env.items() if k not in NOT_SETTINGS}
     for name in sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known):
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
