@@ -119,11 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=None, help="worker processes sharing the port (HYBRIDCACHE_WORKERS)"
     )
     dev = commands.add_parser("dev", help="run Redis, the development Wrapper and the server together")
-    dev.add_argument("--port", type=int, default=50051, help="gRPC port (0: a free one)")
+    dev.add_argument("--port", type=int, default=50051, help="gRPC port (default %(default)s; 0: a free one)")
     dev.add_argument(
-        "--wrapper-port", type=int, default=8080, help="development Wrapper port (0: a free one)"
+        "--wrapper-port",
+        type=int,
+        default=8080,
+        help="development Wrapper port (default %(default)s; 0: a free one)",
     )
-    dev.add_argument("--redis-port", type=int, default=6380, help="Redis port (0: a free one)")
+    dev.add_argument(
+        "--redis-port", type=int, default=6380, help="Redis port (default %(default)s; 0: a free one)"
+    )
     dev.add_argument("--publish-mode", choices=["pubsub", "stream", "both"], default="both")
     commands.add_parser("bench", help="the benchmark suite (hybridcache bench --help; docs/BENCHMARKS.md)")
     check = commands.add_parser("health", help="check a running server's health (exit 0 when SERVING)")
