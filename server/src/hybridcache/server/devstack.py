@@ -108,8 +108,10 @@ def run_dev_stack(*, grpc_port: int, wrapper_port: int, redis_port: int, publish
                 redis_port=redis_port,
                 publish_mode=publish_mode,
             )
-        except RuntimeError as exc:  # a child that would not start: its reason, not a traceback
-            return _refuse(exc)
+        except RuntimeError as exc:
+            if not stop.is_set():  # a child that would not start: its reason, not a traceback
+                return _refuse(exc)
+            code = 0  # stopped by a signal while still starting
         finally:
             remove_state(STATE_DIR)
     _say("hybridcache dev stack stopped")
