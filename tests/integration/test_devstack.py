@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridcache.server.devstack_leftovers import DB_FILE, LOCK_FILE, write_pids
+from hybridcache.server.devstack_leftovers import DB_FILE, LOCK_FILE, read_pids, write_pids
 from tests.devstack_process import HYBRIDCACHE, STATE_DIR, DevStack, wait_gone
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -134,3 +135,21 @@ def test_a_second_dev_stack_in_the_same_directory_is_refused(tmp_path: Path) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)  # what a running dev stack holds
         line = refused(ON_FREE_PORTS, tmp_path)
     assert "another dev stack is running" in line, line
+
+
+def test_ctrl_c_while_it_is_still_starting_stops_it_cleanly(tmp_path: Path) -> None:
+    stack = subprocess.Popen(ON_FREE_PORTS, cwd=tmp_path, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for(lambda: "redis-server" in read_pids(tmp_path / STATE_DIR), timeout=60, what="Redis started")
+        started = read_pids(tmp_path / STATE_DIR)
+        stack.send_signal(signal.SIGINT)  # the Wrapper and the server are still starting
+        assert stack.wait(GONE_WITHIN_S) == 0, stack.stderr.read().decode() if stack.stderr else ""
+        assert not wait_gone(
+            [pid for name, pid in started.items() if name != "dev stack"], timeout=GONE_WITHIN_S
+        )
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+            stack.wait()
+        if stack.stderr:
+            stack.stderr.close()
