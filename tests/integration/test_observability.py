@@ -248,8 +248,8 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
     assert not found, f"log contains {found}"
 
 
-def test_a_stream_the_client_ends_is_logged_cancelled(logged_server: tuple[str, Path, Any]) -> None:
-    target, log_path, _wrapper = logged_server
+def test_a_stream_the_client_ends_is_logged_cancelled(logged_server: LoggedServer) -> None:
+    target, log_path = logged_server.target, logged_server.log_path
     good = [("authorization", f"Bearer {CANARY_CALLER_TOKEN}")]
     with grpc.insecure_channel(target) as channel:
         stream = pb_grpc.HybridCacheStub(channel).WatchChanges(
