@@ -67,7 +67,7 @@ def test_the_two_commands_work_in_a_clean_clone_without_redis_server_or_npm(tmp_
     log_path = tmp_path / "dev.log"
     with log_path.open("wb") as log:
         dev = subprocess.Popen(
-            ["scripts/dev", "--port", str(port), "--redis-port", str(redis_port)],
+            ["scripts/dev", "--port", str(port), "--wrapper-port", "0", "--redis-port", str(redis_port)],
             cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

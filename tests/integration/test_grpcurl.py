@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from google.protobuf import descriptor_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from hybridcache.server.app import Service
 
@@ -100,3 +103,31 @@ def test_bad_input_via_grpcurl(service: Service) -> None:
     assert result.returncode != 0
     assert "InvalidArgument" in result.stderr, result.stderr
     assert "tenant_id is required" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("package", ["grpc.reflection.v1", "grpc.reflection.v1alpha"])
+def test_reflection_answers_under_v1_and_v1alpha(service: Service, package: str) -> None:
+    """grpcurl 1.9+ and other current clients ask grpc.reflection.v1 first; older ones v1alpha.
+    (The v1 and v1alpha messages are the same bytes on the wire, so one pair of classes serves.)"""
+    with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        info = channel.stream_stream(
+            f"/{package}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        asked = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="grpc.reflection.v1.ServerReflection"
+            ),
+        ]
+        listed, described = list(info(iter(asked), timeout=10))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names, names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    assert any(
+        f.package == "grpc.reflection.v1" and f.service[0].name == "ServerReflection" for f in files
+    ), described

@@ -246,3 +246,21 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
         assert isinstance(line["duration_ms"], float)
     found = [canary for canary in CANARIES if canary in logs]
     assert not found, f"log contains {found}"
+
+
+def test_a_stream_the_client_ends_is_logged_cancelled(logged_server: LoggedServer) -> None:
+    target, log_path = logged_server.target, logged_server.log_path
+    good = [("authorization", f"Bearer {CANARY_CALLER_TOKEN}")]
+    with grpc.insecure_channel(target) as channel:
+        stream = pb_grpc.HybridCacheStub(channel).WatchChanges(
+            pb.WatchChangesRequest(tenant_ids=["acme"]), metadata=good
+        )
+        assert next(stream).WhichOneof("message") == "progress"  # the stream is open
+        stream.cancel()
+
+    def watch_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in log_path.read_text().splitlines() if '"event": "rpc"' in line]
+        return [line for line in lines if line["method"] == "WatchChanges"]
+
+    logged = wait_for(watch_lines, timeout=20, what="the WatchChanges stream's log line")
+    assert [(line["caller"], line["code"]) for line in logged] == [("crm", "CANCELLED")]

@@ -71,7 +71,8 @@ def test_the_dev_stack_runs_on_valkey_with_redis_server_hidden_from_path(tmp_pat
     log_path = tmp_path / "dev.log"
     with log_path.open("wb") as log:
         stack = subprocess.Popen(
-            [str(BIN / "hybridcache"), "dev", "--port", str(port), "--redis-port", str(redis_port)],
+            [str(BIN / "hybridcache"), "dev", "--port", str(port), "--wrapper-port", "0",
+             "--redis-port", str(redis_port)],
             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from hybridcache.server.app import policies_from
-from hybridcache.server.config import ConfigError, load_settings
+from hybridcache.server.config import NOT_SETTINGS, ConfigError, load_settings, unknown_variables
 from hybridcache.server.core.kinds import Kind, Tier, WhenWrapperDown
+from hybridcache.server.opscli.target import TARGET_ENV, TOKEN_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(30)
@@ -43,7 +44,11 @@ def test_lists_are_comma_separated() -> None:
         ("HYBRIDCACHE_PORT", "http", "HYBRIDCACHE_PORT: "),
         ("HYBRIDCACHE_PORT", "70000", "HYBRIDCACHE_PORT: "),
         ("HYBRIDCACHE_TENANTS", "acme,bad tenant", "HYBRIDCACHE_TENANTS: 'bad tenant'"),
-        ("HYBRIDCACHE_KIND_POLICIES", '{"user-profiles": {"ttl": 1}}', "HYBRIDCACHE_KIND_POLICIES: unknown"),
+        (
+            "HYBRIDCACHE_KIND_POLICIES",
+            '{"user-profiles": {"ttl": 1}}',
+            "HYBRIDCACHE_KIND_POLICIES: user-profiles: unknown key 'ttl' (did you mean 'ttl_s'?)",
+        ),
         ("HYBRIDCACHE_KIND_POLICIES", '{"no-such-kind": {}}', "HYBRIDCACHE_KIND_POLICIES"),
         ("HYBRIDCACHE_KIND_POLICIES", "{not json", "HYBRIDCACHE_KIND_POLICIES"),
         ("HYBRIDCACHE_EVENT_MODE", "kafka", "HYBRIDCACHE_EVENT_MODE: "),
@@ -89,3 +94,11 @@ def test_policy_overrides_are_typed_and_checked() -> None:
     assert policies_from(settings)[Kind.CREDIT_COSTS].tier is Tier.ON_DEMAND
     with pytest.raises(ConfigError, match="HYBRIDCACHE_KIND_POLICIES: user-profiles cannot be replicated"):
         load_settings({"HYBRIDCACHE_KIND_POLICIES": '{"user-profiles": {"tier": "replica"}}'})
+
+
+def test_unknown_variables_are_named_with_the_closest_setting() -> None:
+    env = {"HYBRIDCACHE_PORTT": "1", "HYBRIDCACHE_PORT": "1", "HOME": "/", TOKEN_ENV: "t", TARGET_ENV: "x"}
+    assert unknown_variables(env) == [
+        "HYBRIDCACHE_PORTT is not a setting and is ignored (did you mean HYBRIDCACHE_PORT?)"
+    ]
+    assert {TOKEN_ENV, TARGET_ENV} <= NOT_SETTINGS, "the operator commands' variables are not warned of"

@@ -105,6 +105,23 @@ def test_bearer_token_metadata() -> None:
         ClientConfig(bearer_token="a\nb")
 
 
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("\u2026", "position 0"),  # the README's old placeholder: INTERNAL "Invalid metadata" at call time
+        ("s3cr\u00e9t", "position 4"),
+        ("tab\there", "position 3"),
+        ("\x7f", "position 0"),
+        (" padded", "leading or trailing"),
+    ],
+)
+def test_a_token_grpc_cannot_send_is_refused_at_construction(token: str, problem: str) -> None:
+    with pytest.raises(ValueError, match="bearer_token") as caught:
+        ClientConfig(bearer_token=token)
+    assert problem in str(caught.value)
+    assert token.strip() not in str(caught.value), "the message must not repeat the (secret) token"
+
+
 def test_config_is_frozen_and_validated() -> None:
     config = ClientConfig()
     with pytest.raises(AttributeError):

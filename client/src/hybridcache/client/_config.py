@@ -166,8 +166,26 @@ class ClientConfig:
             raise ValueError("ClientConfig.max_message_bytes must be > 0")
         if self.load_balancing_policy not in (None, "pick_first", "round_robin"):
             raise ValueError("ClientConfig.load_balancing_policy: 'pick_first' or 'round_robin'")
-        if self.bearer_token is not None and (not self.bearer_token or "\n" in self.bearer_token):
-            raise ValueError("ClientConfig.bearer_token must be a non-empty single line")
+        if self.bearer_token is not None:
+            _check_bearer_token(self.bearer_token)
+
+
+def _check_bearer_token(token: str) -> None:
+    """Refuse, now, a token gRPC cannot send (else every call fails INTERNAL "Invalid metadata").
+
+    A metadata value is printable ASCII (space to `~`); the server strips the token, so
+    surrounding spaces would make it another token. The message never repeats the token.
+    """
+    if not token or "\n" in token:
+        raise ValueError("ClientConfig.bearer_token must be a non-empty single line")
+    for position, char in enumerate(token):
+        if not " " <= char <= "~":
+            raise ValueError(
+                f"ClientConfig.bearer_token has a character gRPC metadata cannot carry at position "
+                f"{position} (U+{ord(char):04X}): only printable ASCII is allowed"
+            )
+    if token != token.strip():
+        raise ValueError("ClientConfig.bearer_token has leading or trailing spaces")
 
 
 def _duration(seconds: float) -> str:

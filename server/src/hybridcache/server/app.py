@@ -16,7 +16,6 @@ health turns SERVING only when the configured tenants' replicas are loaded.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import random
@@ -28,7 +27,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from hybridcache.server.auth import Authenticator, Caller
 from hybridcache.server.capacity import Lanes, MessageWatch
@@ -43,6 +41,7 @@ from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
 from hybridcache.server.logs import grpc_guard_metrics
 from hybridcache.server.metrics import Metrics, MetricsTLS
 from hybridcache.server.probe_server import ProbeServer
+from hybridcache.server.reflection import enable_reflection
 from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
 from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.telemetry import register_collectors
@@ -59,8 +58,8 @@ _REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas
 
 def policies_from(settings: Settings) -> Mapping[Kind, KindPolicy]:
     policies = dict(DEFAULT_POLICIES)
-    for kind, overrides in settings.kind_policies.items():
-        policies[kind] = dataclasses.replace(policies[kind], **overrides)
+    for kind, override in settings.kind_policies.items():
+        policies[kind] = override.apply(policies[kind])
     return policies
 
 
@@ -150,13 +149,8 @@ class Service:
             on_malformed=self._count_malformed_request,
         )
         if settings.reflection:
-            reflection.enable_server_reflection(
-                (
-                    SERVICE_NAME,
-                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME,
-                ),
-                self.server,
+            enable_reflection(  # v1 and v1alpha (reflection.py)
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), self.server
             )
         self.port = _bind(self.server, settings)
         self.probe = (
@@ -197,11 +191,12 @@ class Service:
     def _limits_for(self, caller: Caller) -> CallerLimits:
         if self.auth.insecure:
             return self._dev_limits
-        entry = self.auth.limits_entry(caller)
+        entry = self.auth.entry(caller)
+        own = (entry.rate_per_s, entry.burst, entry.max_in_flight) if entry else (None, None, None)
         return CallerLimits(
-            rate_per_s=float(entry.get("rate_per_s", self.settings.caller_rate_per_s)),
-            burst=int(entry.get("burst", self.settings.caller_burst)),
-            max_in_flight=int(entry.get("max_in_flight", self.settings.caller_max_in_flight)),
+            rate_per_s=self.settings.caller_rate_per_s if own[0] is None else own[0],
+            burst=self.settings.caller_burst if own[1] is None else own[1],
+            max_in_flight=self.settings.caller_max_in_flight if own[2] is None else own[2],
         )
 
     def _snapshot_loaded(self, tenant_id: str) -> None:

@@ -16,9 +16,10 @@ dev stack uses it, and the server says so loudly at start.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from hybridcache.server.config_models import ALL_TENANTS, CallerEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,22 +44,20 @@ def token_sha256(token: str) -> str:
 class Authenticator:
     """Maps a call's bearer token to a Caller. Thread-safe (read-only after construction)."""
 
-    def __init__(self, callers: Iterable[Mapping[str, Any]], *, insecure: bool = False) -> None:
+    def __init__(self, callers: Iterable[CallerEntry], *, insecure: bool = False) -> None:
+        # Entries are validated by the settings (config_models.CallerEntry): names and token
+        # hashes are unique, tenant ids well-formed.
         self.insecure = insecure
         self._by_hash: dict[str, Caller] = {}
-        self._entries: dict[str, Mapping[str, Any]] = {}
+        self._entries: dict[str, CallerEntry] = {}
         for entry in callers:
-            tenants = [str(t) for t in entry.get("tenants", [])]
             caller = Caller(
-                name=str(entry["name"]),
-                all_tenants="*" in tenants,
-                tenants=frozenset(t for t in tenants if t != "*"),
-                tls_identity=str(entry["tls_identity"]) if entry.get("tls_identity") else None,
+                name=entry.name,
+                all_tenants=entry.all_tenants,
+                tenants=frozenset(t for t in entry.tenants if t != ALL_TENANTS),
+                tls_identity=entry.tls_identity,
             )
-            digest = str(entry["token_sha256"]).lower()
-            if len(digest) != 64:
-                raise ValueError(f"caller {caller.name!r}: token_sha256 must be 64 hex characters")
-            self._by_hash[digest] = caller
+            self._by_hash[entry.token_sha256.lower()] = caller
             self._entries[caller.name] = entry
 
     def identify(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller | None:
@@ -70,9 +69,9 @@ class Authenticator:
             return None
         return self._by_hash.get(token_sha256(token))
 
-    def limits_entry(self, caller: Caller) -> Mapping[str, Any]:
-        """The caller's own configuration entry (for per-caller limits); empty when none."""
-        return self._entries.get(caller.name, {})
+    def entry(self, caller: Caller) -> CallerEntry | None:
+        """The caller's own configuration entry (for per-caller limits); None when none."""
+        return self._entries.get(caller.name)
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:

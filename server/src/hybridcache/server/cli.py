@@ -10,7 +10,7 @@ import sys
 import threading
 from types import FrameType
 
-from hybridcache.server.config import ConfigError, load_settings
+from hybridcache.server.config import ConfigError, config_warnings, load_settings, unknown_variables
 from hybridcache.server.workers import WORKER_ENV
 
 log = logging.getLogger("hybridcache")
@@ -39,6 +39,8 @@ def serve(workers: int | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
+        for line in unknown_variables(os.environ):  # a misspelt name may be why a value is missing
+            print(f"hybridcache: warning: {line}", file=sys.stderr)
         print(f"hybridcache: configuration error: {exc}", file=sys.stderr)
         return 2
     if settings.workers > 1 and WORKER_ENV not in os.environ:
@@ -55,6 +57,9 @@ def serve(workers: int | None = None) -> int:
     from hybridcache.server.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
+    if os.environ.get(WORKER_ENV, "0") == "0":  # said once, not by every worker
+        for line in config_warnings(settings, os.environ):
+            log.warning(line)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -114,9 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=None, help="worker processes sharing the port (HYBRIDCACHE_WORKERS)"
     )
     dev = commands.add_parser("dev", help="run Redis, the development Wrapper and the server together")
-    dev.add_argument("--port", type=int, default=50051, help="gRPC port (0: a free one)")
-    dev.add_argument("--wrapper-port", type=int, default=0, help="development Wrapper port (0: a free one)")
-    dev.add_argument("--redis-port", type=int, default=0, help="Redis port (0: a free one)")
+    dev.add_argument("--port", type=int, default=50051, help="gRPC port (default %(default)s; 0: a free one)")
+    dev.add_argument(
+        "--wrapper-port",
+        type=int,
+        default=8080,
+        help="development Wrapper port (default %(default)s; 0: a free one)",
+    )
+    dev.add_argument(
+        "--redis-port", type=int, default=6380, help="Redis port (default %(default)s; 0: a free one)"
+    )
     dev.add_argument("--publish-mode", choices=["pubsub", "stream", "both"], default="both")
     commands.add_parser("bench", help="the benchmark suite (hybridcache bench --help; docs/BENCHMARKS.md)")
     check = commands.add_parser("health", help="check a running server's health (exit 0 when SERVING)")

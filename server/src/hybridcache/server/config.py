@@ -6,33 +6,31 @@ step). A bad value stops start-up with one line naming the variable (`load_setti
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import json
+import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hybridcache.server.config_models import CallerEntry, KindPolicyOverride, check_unique_callers
 from hybridcache.server.core.errors import InvalidRequest
-from hybridcache.server.core.kinds import Kind, Tier, WhenWrapperDown
+from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.policy import DEFAULT_POLICIES
 from hybridcache.server.validation import check_tenant_id
 
 ENV_PREFIX = "HYBRIDCACHE_"
 
-# Fields a per-kind override may set, with their types (the rest of KindPolicy keeps its default).
-_POLICY_FIELDS: dict[str, type] = {
-    "tier": Tier,
-    "ttl_s": float,
-    "negative_ttl_s": float,
-    "max_stale_s": float,
-    "when_down": WhenWrapperDown,
-    "refresh_ahead": float,
-    "adaptive_ttl": bool,
-    "ttl_min_s": float,
-    "ttl_max_s": float,
-}
+# HYBRIDCACHE_* variables that are not server settings: the operator commands' (opscli/target.py).
+# An operator's shell may well have them set; they are not misspelt settings.
+NOT_SETTINGS = frozenset({"HYBRIDCACHE_TOKEN", "HYBRIDCACHE_TARGET"})
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # no ':' or glob characters: channels
 
 
 class ConfigError(Exception):
@@ -124,7 +122,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Tenants whose replica loads at start (comma-separated); health is SERVING once loaded.",
     )
-    kind_policies: Annotated[dict[Kind, dict[str, Any]], NoDecode] = Field(
+    kind_policies: Annotated[dict[Kind, KindPolicyOverride], NoDecode] = Field(
         default_factory=dict,
         description='Per-kind overrides as JSON, e.g. {"user-profiles": {"ttl_s": 60, "when_down": "fail"}}.',
     )
@@ -185,7 +183,7 @@ class Settings(BaseSettings):
     insecure_dev_mode: bool = Field(
         False, description="Accept calls without credentials and allow every tenant. Development only."
     )
-    callers: Annotated[list[dict[str, Any]], NoDecode] = Field(
+    callers: Annotated[list[CallerEntry], NoDecode] = Field(
         default_factory=list,
         description=(
             'JSON list of callers: [{"name": "crm", "token_sha256": "<hex>", "tenants": ["acme"] or ["*"], '
@@ -278,33 +276,85 @@ class Settings(BaseSettings):
                 raise ValueError(f"{tenant!r}: {exc}") from None
         return value
 
-    @field_validator("kind_policies", mode="before")
+    @field_validator("kind_policies", "callers", mode="before")
     @classmethod
-    def _policies_json(cls, value: object) -> object:
-        """JSON -> {kind: {field: typed value}} (tiers and when_down become their enums)."""
+    def _json(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
-            value = json.loads(value) if value.strip() else {}
-        if not isinstance(value, Mapping):
-            raise ValueError("must be a JSON object of kind -> overrides")
-        typed: dict[str, dict[str, Any]] = {}
-        for kind, overrides in value.items():
-            if not isinstance(overrides, Mapping):
-                raise ValueError(f"overrides for {kind!r} must be a JSON object")
-            unknown = set(overrides) - set(_POLICY_FIELDS)
-            if unknown:
-                raise ValueError(f"unknown policy field(s) for {kind!r}: {', '.join(sorted(unknown))}")
-            typed[kind] = {name: _POLICY_FIELDS[name](raw) for name, raw in overrides.items()}
-            # Build the policy now, so an impossible one (e.g. replicating a kind the Wrapper
-            # has no snapshot of) stops start-up with a message naming this variable.
-            dataclasses.replace(DEFAULT_POLICIES[Kind(kind)], **typed[kind])
-        return typed
-
-    @field_validator("callers", mode="before")
-    @classmethod
-    def _callers_json(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = json.loads(value) if value.strip() else []
+            if not value.strip():
+                return {} if info.field_name == "kind_policies" else []  # unset
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"invalid JSON: {exc}") from None
         return value
+
+    @field_validator("kind_policies", mode="after")
+    @classmethod
+    def _possible_policies(cls, value: dict[Kind, KindPolicyOverride]) -> dict[Kind, KindPolicyOverride]:
+        # Build each policy now, so an impossible one (e.g. replicating a kind the Wrapper
+        # has no snapshot of) stops start-up with a message naming this variable.
+        for kind, override in value.items():
+            override.apply(DEFAULT_POLICIES[kind])
+        return value
+
+    @field_validator("callers", mode="after")
+    @classmethod
+    def _unique_callers(cls, value: list[CallerEntry]) -> list[CallerEntry]:
+        return check_unique_callers(value)
+
+    @field_validator("event_apps", mode="after")
+    @classmethod
+    def _apps(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("names no app: give at least one (e.g. crm)")
+        for app in value:
+            if not _APP_NAME.match(app):
+                raise ValueError(f"{app!r} is not an app name (letters, digits, '.', '_', '-')")
+        return value
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not one of "
+                + ", ".join(f"{scheme}://" for scheme in _REDIS_SCHEMES)
+            )
+        if parts.scheme == "redis+sentinel":
+            from hybridcache.server.events.connection import parse_sentinel_url  # noqa: PLC0415 (redis-py)
+
+            parse_sentinel_url(value)  # ValueError names what is wrong
+        elif parts.scheme == "unix" and not parts.path:
+            raise ValueError("a unix:// URL needs the socket's path (unix:///path/to/redis.sock)")
+        elif parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"no host in it ({parts.scheme}://host:port/db)")
+        return value
+
+    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", mode="after")
+    @classmethod
+    def _readable_file(cls, value: str) -> str:
+        if value:
+            try:
+                with Path(value).open("rb") as handle:
+                    handle.read(1)
+            except OSError as exc:
+                raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Self:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            given, missing = (
+                ("TLS_CERT_FILE", "TLS_KEY_FILE") if self.tls_cert_file else ("TLS_KEY_FILE", "TLS_CERT_FILE")
+            )
+            raise ValueError(f"{ENV_PREFIX}{missing}: needed with {ENV_PREFIX}{given}")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError(
+                f"{ENV_PREFIX}TLS_CLIENT_CA_FILE: client certificates need TLS: "
+                f"set {ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE"
+            )
+        return self
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -315,9 +365,52 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scoped = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
         return Settings.model_validate(scoped)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "?"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {message}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON in a {ENV_PREFIX}* variable: {exc}") from None
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first error as `HYBRIDCACHE_X: where inside it: what is wrong` (never the value:
+    it may be a secret)."""
+    error = exc.errors()[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a check across variables names them itself
+        return message
+    field, *inside = error["loc"]
+    if error["type"] == "extra_forbidden":
+        key = str(inside.pop())
+        close = difflib.get_close_matches(key, _JSON_KEYS.get(str(field), ()), n=1)
+        message = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    elif error["type"] == "missing":
+        message = f"{inside.pop()!r} is required"
+    where = "".join(f"entry {part}: " if isinstance(part, int) else f"{part}: " for part in inside)
+    return f"{ENV_PREFIX}{str(field).upper()}: {where}{message}".replace("\n", " ")
+
+
+# The keys of the JSON-valued settings' entries, for "did you mean" hints.
+_JSON_KEYS = {
+    "callers": tuple(CallerEntry.model_fields),
+    "kind_policies": tuple(KindPolicyOverride.model_fields),
+}
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One line per HYBRIDCACHE_* variable that is no setting (a misspelling does nothing)."""
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    lines = []
+    env = {k: v for k, v in env.items() if k not in NOT_SETTINGS}
+    for name in sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"{name} is not a setting and is ignored{hint}")
+    return lines
+
+
+def config_warnings(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """Settings that are valid but probably not what was meant, one line each."""
+    warnings = unknown_variables(env)
+    if not settings.insecure_dev_mode and not settings.callers:
+        warnings.append(
+            f"{ENV_PREFIX}CALLERS is empty: every call will be refused (UNAUTHENTICATED); "
+            f"list the callers, or set {ENV_PREFIX}INSECURE_DEV_MODE=true for development"
+        )
+    return warnings

@@ -34,18 +34,20 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection
 
 from hybridcache.server.auth import Authenticator, Caller
 from hybridcache.server.capacity import Lane, Lanes, MessageWatch
 from hybridcache.server.errors import abort
 from hybridcache.server.logs import log_rpc
 from hybridcache.server.metrics import Metrics, RpcSeries
+from hybridcache.server.reflection import V1 as REFLECTION_V1
+from hybridcache.server.reflection import V1ALPHA as REFLECTION_V1ALPHA
 
 _current = threading.local()  # the sync server runs a call's handler on one pool thread
 
 _HEALTH = "/" + health_pb2.DESCRIPTOR.services_by_name["Health"].full_name + "/"
-_REFLECTION = f"/{reflection.SERVICE_NAME}/"
+# Both names reflection is served under (reflection.py): each is gated the same way.
+_REFLECTION = (f"/{REFLECTION_V1}/", f"/{REFLECTION_V1ALPHA}/")
 _HEALTH_MESSAGE_TIMEOUT_S = 1.0  # a probe sends its message with its headers; an idle one is not a probe
 _BUSY_RETRY_S = 0.05
 
@@ -208,6 +210,8 @@ class _Behaviors:
                     yield from inner(itertools.chain((first,), route.messages(requests, context)), context)
                 else:
                     yield from inner(first, context)
+                if not context.is_active():  # the handler ended because the client went away
+                    code = "CANCELLED"
             except Exception:
                 code = _code_name(context)
                 raise

@@ -32,6 +32,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from hybridcache.server.lifeline import die_with_parent
+
 # Names another binary (e.g. to run the tests against Valkey where redis-server is installed).
 # Not HYBRIDCACHE_*: the service's settings never read it.
 BINARY_ENV = "REDIS_SERVER_BIN"
@@ -76,6 +78,8 @@ class RedisProcess:
 
     `unix_socket`: also listen on a socket in its private directory (`unix_url`).
     `config_text`: a config file passed first, e.g. for a sentinel (extra_args=("--sentinel",)).
+    `die_with_parent`: the server is SIGTERMed when the thread that started it ends, however
+    it ends (lifeline.py; the dev stack's Redis).
     """
 
     def __init__(
@@ -87,10 +91,12 @@ class RedisProcess:
         config_text: str | None = None,
         ready_timeout_s: float = 10.0,
         binary: str | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self._fixed_port = bool(port)
         self.port: int = port or free_port()
         self.extra_args = tuple(extra_args)
+        self.die_with_parent = die_with_parent
         self.ready_timeout_s = ready_timeout_s
         self.binary = binary or redis_binary()
         self._dir = tempfile.TemporaryDirectory(prefix="hybridcache-redis-")
@@ -228,6 +234,7 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent() if self.die_with_parent else None,  # noqa: PLW1509 - only prctl
         )
 
     def _wait_ready(self) -> None:

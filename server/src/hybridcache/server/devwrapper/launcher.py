@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from hybridcache.server import lifeline
 from hybridcache.server.devwrapper.defaults import DEFAULT_APP, DEFAULT_TOKEN, READY_PREFIX
 
 
@@ -85,13 +86,15 @@ def launch(
     stream_maxlen: int | None = None,
     extra_args: Sequence[str] = (),
     ready_timeout: float = 30.0,
+    die_with_parent: bool = False,
 ) -> DevWrapperProcess:
     """Start `python -m hybridcache.server.devwrapper` and wait for its READY line.
 
     `redis_url=None` runs without Redis (every write answers "published": false). `env` is
     merged over the current environment. `scale` is "TENANTSxUSERSxOPS" (big benchmark
     tenants instead of the demo ones). Raises RuntimeError when the Wrapper exits or does
-    not get ready within `ready_timeout` seconds (it is killed then).
+    not get ready within `ready_timeout` seconds (it is killed then). `die_with_parent`: the
+    Wrapper gets SIGTERM when the thread that launched it ends, however (lifeline.py).
     """
     argv = [
         sys.executable,
@@ -120,7 +123,13 @@ def launch(
     child_env = {**os.environ, **(env or {})}
     # Its own session: a Ctrl-C in the terminal reaches only the parent, which stops its
     # children in order (server, then Wrapper, then Redis) instead of all at once.
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, env=child_env, start_new_session=True)
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        env=child_env,
+        start_new_session=True,
+        preexec_fn=lifeline.die_with_parent() if die_with_parent else None,  # noqa: PLW1509 - only prctl
+    )
     try:
         url = _wait_ready(process, ready_timeout)
     except BaseException:
