@@ -186,14 +186,16 @@ def test_watch_prints_only_the_filtered_changes_with_a_progress_line(
     put_cost(dev_wrapper.url, "globex", "crm.leads.read", "7.25")  # another tenant: filtered out
     put_cost(dev_wrapper.url, "acme", "crm.deals.create", "8.5")  # another prefix: filtered out
     put_cost(dev_wrapper.url, "acme", "crm.leads.read", "3.5")
-    out, _ = watcher.communicate(timeout=30)  # --count 1: it stops after the first change
+    # --count 1: it stops after the first change. communicate() and the pump thread both read
+    # stderr, so the final progress line is in whichever got it: look in both.
+    out, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, out
     changes = out.splitlines()
     assert len(changes) == 1, f"expected exactly the one acme crm.leads.* change, got {changes}"
     assert "  acme  credit-costs  crm.leads.read  v" in changes[0], changes[0]
     assert "cost=3.5" in changes[0], changes[0]
     assert "(credit-config-changed)" in changes[0], changes[0]
-    final = []
+    final = err.splitlines()
     while not progress.empty():
         final.append(progress.get())
     assert any(line.startswith("1 changes (") and "resume token" in line for line in final), final

@@ -25,7 +25,10 @@ pytestmark = pytest.mark.timeout(120)
 
 FLOOD_STREAMS = 110  # more than the old pool's 4 + 100 threads
 ATTACK_S = 4.0
-P99_BOUND_MS = 250.0  # authenticated hits during a flood (a hit alone is ~1 ms; a loaded 2-core host)
+# Authenticated hits during a flood: a hit alone is ~1 ms; p99 measured 33-92 ms here with the
+# flood client on the same 2 cores, and up to ~960 ms with the host loaded 3-4x over. Half the
+# probes' 2 s deadline: the old failure was calls timing out, which `failures` catches.
+P99_BOUND_MS = 1000.0
 CREDIT_COST = f"/{SERVICE_NAME}/GetCreditCost"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
