@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridcache.client._permissions import CompiledGrants, decide_locally
+from hybridcache.client._permissions import CompiledGrants, decide_locally, subject_of
 from hybridcache.server.core.permissions import Grants, decide
 from hybridcache.server.core.values import UserStatus
 from hybridcache.v1 import hybridcache_pb2 as pb
@@ -38,7 +38,7 @@ def client_answer(
         if user is None
         else pb.UserStatus(user_id=user_id, active=user["active"], role_ids=user["roles"])
     )
-    decision = decide_locally(status, compiled.get, permission)
+    decision = decide_locally(None if status is None else subject_of(status), compiled.get, permission)
     reason = pb.PermissionReason.Name(decision.reason).removeprefix("PERMISSION_REASON_")
     return decision.allowed, reason, decision.granted_by_role, decision.matched_grant
 

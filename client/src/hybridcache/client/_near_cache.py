@@ -38,7 +38,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from hybridcache.client._client import HybridCacheClient
-from hybridcache.client._permissions import CompiledGrants, LocalDecision, decide_locally
+from hybridcache.client._permissions import CompiledGrants, LocalDecision, Subject, decide_locally, subject_of
 from hybridcache.client._watch import _TERMINAL_CODES, WatchStream
 from hybridcache.client.errors import HybridCacheError, NotFound
 from hybridcache.v1 import hybridcache_pb2 as pb
@@ -126,6 +126,7 @@ class _SnapshotTables:
     roles: dict[str, frozenset[str]] = field(default_factory=dict)
     grants: dict[str, CompiledGrants] = field(default_factory=dict)
     statuses: dict[str, pb.UserStatus] = field(default_factory=dict)
+    subjects: dict[str, Subject] = field(default_factory=dict)
     flags: dict[str, pb.FeatureFlag] = field(default_factory=dict)
     versions: dict[_Key, int] = field(default_factory=dict)
 
@@ -141,6 +142,7 @@ class _SnapshotTables:
             self.grants[item.key] = CompiledGrants(item.role_permissions.permissions)
         elif which == "user_status":
             self.statuses[item.key] = item.user_status
+            self.subjects[item.key] = subject_of(item.user_status)
         elif which == "feature_flag":
             self.flags[item.key] = item.feature_flag
         else:
@@ -176,6 +178,7 @@ class NearCache:
         self._credit_costs: dict[str, Decimal] = {}
         self._role_permissions: dict[str, frozenset[str]] = {}
         self._grants: dict[str, CompiledGrants] = {}
+        self._subjects: dict[str, Subject] = {}  # user id -> what a permission check reads
         self._user_status: dict[str, pb.UserStatus] = {}
         self._feature_flags: dict[str, pb.FeatureFlag] = {}
         self._tables: dict[int, dict[str, Any]] = {}
@@ -239,7 +242,7 @@ class NearCache:
         `_permissions.py`); before that, or against a server without ListSnapshot, asked
         of the server."""
         if self._ready.is_set() and self._mode == "replica":
-            return decide_locally(self._user_status.get(user_id), self._grants.get, permission)
+            return decide_locally(self._subjects.get(user_id), self._grants.get, permission)
         answer = self._client.check_permission(
             self._tenant_id, user_id, permission, timeout=self._fetch_timeout
         )
@@ -333,6 +336,7 @@ class NearCache:
                 loaded.statuses,
                 loaded.flags,
             )
+            self._subjects = loaded.subjects
             self._bind_tables()
             self._versions = loaded.versions
             self._epoch += 1
@@ -502,8 +506,7 @@ class NearCache:
             table = self._tables[event.kind]
             if event.resync:  # the server reloaded this kind: so do we, lazily
                 table.clear()
-                if event.kind == pb.KIND_ROLE_PERMISSIONS:
-                    self._grants.clear()
+                self._derived_of(event.kind).clear()
                 self._versions = {k: v for k, v in self._versions.items() if k[0] != event.kind}
                 self._epoch += 1
                 return
@@ -523,21 +526,31 @@ class NearCache:
             else:
                 self._versions.pop(flight_key, None)
 
+    def _derived_of(self, kind: int) -> dict[str, Any]:
+        """The table a permission check reads beside `kind`'s own ({} for other kinds)."""
+        if kind == pb.KIND_ROLE_PERMISSIONS:
+            return self._grants
+        if kind == pb.KIND_USER_STATUS:
+            return self._subjects
+        return {}
+
     def _store(self, kind: int, table: dict[str, Any], key: str, value: Any) -> None:
+        derived = self._derived_of(kind)
         if value is None:
             table.pop(key, None)
-        else:
-            table[key] = value
+            derived.pop(key, None)
+            return
+        table[key] = value
         if kind == pb.KIND_ROLE_PERMISSIONS:
-            if value is None:
-                self._grants.pop(key, None)
-            else:
-                self._grants[key] = CompiledGrants(value)
+            derived[key] = CompiledGrants(value)
+        elif kind == pb.KIND_USER_STATUS:
+            derived[key] = subject_of(value)
 
     def _clear(self) -> None:
         for table in self._tables.values():
             table.clear()
         self._grants.clear()
+        self._subjects.clear()
         self._versions.clear()
         self._epoch += 1
 

@@ -12,15 +12,15 @@ a property test run this and the server's core side by side, so the two cannot d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from hybridcache.v1 import hybridcache_pb2 as pb
 
 
-@dataclass(frozen=True, slots=True)
-class LocalDecision:
-    """The answer CheckPermission would give: the same fields as CheckPermissionResponse."""
+class LocalDecision(NamedTuple):
+    """The answer CheckPermission would give: the same fields as CheckPermissionResponse.
+    A NamedTuple: built in ~0.2 µs, a frozen dataclass took ~1 µs of a ~2 µs check."""
 
     allowed: bool
     reason: pb.PermissionReason.ValueType
@@ -62,17 +62,26 @@ class CompiledGrants:
         return "*" if self._everything else None
 
 
+# A user as a check needs them: (active, role ids in order). A tuple, not the UserStatus
+# message: iterating a protobuf repeated field cost more than the rest of the check.
+Subject = tuple[bool, tuple[str, ...]]
+
+
+def subject_of(status: pb.UserStatus) -> Subject:
+    return status.active, tuple(status.role_ids)
+
+
 def decide_locally(
-    status: pb.UserStatus | None,
+    subject: Subject | None,
     grants_of: Callable[[str], CompiledGrants | None],
     permission: str,
 ) -> LocalDecision:
-    """The decision for `permission` given the user's status (None: unknown user)."""
-    if status is None:
+    """The decision for `permission` given the user (None: unknown user)."""
+    if subject is None:
         return UNKNOWN_USER
-    if not status.active:
+    active, role_ids = subject
+    if not active:
         return USER_INACTIVE
-    role_ids: Sequence[str] = status.role_ids
     for role_id in role_ids:
         grants = grants_of(role_id)
         if grants is not None:
