@@ -206,3 +206,23 @@ def test_bad_requests_are_invalid_argument(
         snapshot(secure_stub, "acme", **fields)
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in (bad.value.details() or "")
+
+
+def test_a_kind_served_on_demand_is_left_out_or_refused(
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess
+) -> None:
+    settings = service_settings(
+        dev_wrapper.url, redis_server.url, kind_policies='{"feature-flags": {"tier": "on-demand"}}'
+    )
+    service = start_service(settings)
+    with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = pb_grpc.HybridCacheStub(channel)
+        pages = list(stub.ListSnapshot(pb.ListSnapshotRequest(tenant_id="acme"), timeout=20))
+        kinds = {item.kind for page in pages for item in page.items}
+        assert kinds == set(WRAPPER_KINDS) - {pb.KIND_FEATURE_FLAGS}, f"kinds listed: {kinds}"
+        assert set(pages[-1].kinds) == kinds, "the last page does not name the kinds held"
+        request = pb.ListSnapshotRequest(tenant_id="acme", kinds=[pb.KIND_FEATURE_FLAGS])
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.ListSnapshot(request, timeout=20))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not replicated" in (refused.value.details() or "")

@@ -48,16 +48,14 @@ def test_the_replica_is_the_wrappers_truth_and_decides_as_the_server(
         users = [u["userId"] for u in wrapper_items(dev_wrapper, "acme", "user-status")]
         permissions = {p for role in roles for p in role["permissions"]}
         permissions |= {p.replace("*", "x") for p in permissions} | {"crm.nothing", "hrms.payroll.run"}
-        for user_id in [*users, "no-such-user"]:
-            for permission in sorted(permissions):
-                local = near.check_permission(user_id, permission)
-                remote = client.check_permission("acme", user_id, permission)
-                assert (local.allowed, local.reason, local.granted_by_role, local.matched_grant) == (
-                    remote.allowed,
-                    remote.reason,
-                    remote.granted_by_role,
-                    remote.matched_grant,
-                ), f"local and server disagree on {user_id} / {permission}"
+        server_says = {
+            (user_id, permission): tuple(
+                getattr(client.check_permission("acme", user_id, permission), field)
+                for field in ("allowed", "reason", "granted_by_role", "matched_grant")
+            )
+            for user_id in [*users, "no-such-user"]
+            for permission in sorted(permissions)
+        }
         with pytest.raises(NotFound):
             near.credit_cost("crm.no-such-operation")  # absent in the replica: no call
 
@@ -69,7 +67,10 @@ def test_the_replica_is_the_wrappers_truth_and_decides_as_the_server(
 
         service.stop(0, drain_s=0)  # reads stay local: nothing blocks on the (gone) server
         assert near.credit_cost(code) == Decimal("123.25")
-        assert near.check_permission(users[0], sorted(permissions)[0]) is not None
+        for (user_id, permission), expected in server_says.items():  # evaluated here, not asked
+            assert tuple(near.check_permission(user_id, permission)) == expected, (
+                f"local and server disagree on {user_id} / {permission}"
+            )
         wait_for(lambda: near.provenance().degraded, timeout=15, what="the replica to say it is degraded")
 
 
@@ -92,3 +93,22 @@ def test_a_server_restart_costs_one_snapshot_reload(
         )
         wait_for(lambda: near.provenance().live, timeout=15, what="the replica live again")
         assert near.provenance().snapshot_loads == 2, "a restart must cost exactly one snapshot reload"
+
+
+def test_a_kind_the_server_serves_on_demand_is_read_per_key(
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess
+) -> None:
+    settings = service_settings(
+        dev_wrapper.url, redis_server.url, kind_policies='{"feature-flags": {"tier": "on-demand"}}'
+    )
+    service = start_service(settings)
+    with (
+        HybridCacheClient(f"127.0.0.1:{service.port}", ClientConfig(watch=WATCH)) as client,
+        NearCache(client, "acme") as near,
+    ):
+        assert near.wait_ready(15), f"the replica never became ready: {near.watch_error!r}"
+        flag = wrapper_items(dev_wrapper, "acme", "feature-flags")[0]
+        assert near.feature_flag(flag["flagKey"]).enabled == flag["enabled"]  # asked of the server
+        assert near._credit_costs, "the replicated kinds were not loaded"
+        with pytest.raises(NotFound):
+            near.credit_cost("crm.no-such-operation")

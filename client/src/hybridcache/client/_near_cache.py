@@ -191,6 +191,8 @@ class NearCache:
         self._ready = threading.Event()
         self._closed = threading.Event()
         self._mode = ""
+        self._held: frozenset[int] = frozenset()  # kinds the snapshot holds in full
+        self._local_checks = False  # user status and roles both held: checks run locally
         self._position = ""
         self._last_message_at = clock()
         self._snapshot_loads = 0
@@ -241,7 +243,7 @@ class NearCache:
         """CheckPermission's answer, evaluated locally once ready (the server's exact rules:
         `_permissions.py`); before that, or against a server without ListSnapshot, asked
         of the server."""
-        if self._ready.is_set() and self._mode == "replica":
+        if self._ready.is_set() and self._local_checks:
             return decide_locally(self._subjects.get(user_id), self._grants.get, permission)
         answer = self._client.check_permission(
             self._tenant_id, user_id, permission, timeout=self._fetch_timeout
@@ -313,13 +315,17 @@ class NearCache:
         ListSnapshot. Raises HybridCacheError if the load fails."""
         loaded = _SnapshotTables()
         token: str | None = None
+        held: frozenset[int] = frozenset()
         try:
-            pages = self._client.list_snapshot(self._tenant_id, kinds=_KINDS, timeout=self._snapshot_timeout)
+            # No kinds named: those of the four the server replicates (a kind it serves on
+            # demand stays loaded per key here too).
+            pages = self._client.list_snapshot(self._tenant_id, timeout=self._snapshot_timeout)
             for page in pages:
                 for item in page.items:
                     loaded.add(item)
                 if page.last:
                     token = page.resume_token
+                    held = frozenset(int(kind) for kind in page.kinds)
         except HybridCacheError as error:
             if error.code == grpc.StatusCode.UNIMPLEMENTED:
                 return None
@@ -339,6 +345,8 @@ class NearCache:
             self._subjects = loaded.subjects
             self._bind_tables()
             self._versions = loaded.versions
+            self._held = held
+            self._local_checks = {pb.KIND_USER_STATUS, pb.KIND_ROLE_PERMISSIONS} <= held
             self._epoch += 1
             self._position = token
             self._snapshot_loads += 1
@@ -360,7 +368,7 @@ class NearCache:
         return answer.feature_flag, answer.provenance.version
 
     def _load(self, kind: int, key: str, fetch: Callable[[str], tuple[_V, int]]) -> _V:
-        if self._ready.is_set() and self._mode == "replica":
+        if self._ready.is_set() and kind in self._held:
             # The replica holds every item: absent is an answer, not a reason to call.
             raise NotFound(
                 f"{pb.Kind.Name(cast(pb.Kind.ValueType, kind))} {key!r} is not in the replica",

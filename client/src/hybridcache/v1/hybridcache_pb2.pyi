@@ -1291,7 +1291,7 @@ class ListSnapshotRequest(_message.Message):
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___Kind.ValueType]:
         """Only these kinds, each a replicated one (credit costs, role permissions, user status,
-        feature flags). Empty: all four.
+        feature flags) that this server replicates. Empty: those of the four it replicates.
         """
 
     def __init__(
@@ -1376,6 +1376,7 @@ class ListSnapshotResponse(_message.Message):
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_ITEMS_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
     last: _builtins.bool
     """True on the last message of the stream only (a snapshot without it is incomplete)."""
     resume_token: _builtins.str
@@ -1394,6 +1395,12 @@ class ListSnapshotResponse(_message.Message):
         oldest item; freshness of the change feed when it was taken).
         """
 
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___Kind.ValueType]:
+        """Set on the last message: the kinds the snapshot holds in full (a kind with no items
+        is listed too; one this server does not replicate is not).
+        """
+
     def __init__(
         self,
         *,
@@ -1402,10 +1409,11 @@ class ListSnapshotResponse(_message.Message):
         resume_token: _builtins.str = ...,
         total_items: _builtins.int = ...,
         provenance: Global___Provenance | None = ...,
+        kinds: _abc.Iterable[Global___Kind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "last", b"last", "provenance", b"provenance", "resume_token", b"resume_token", "total_items", b"total_items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "kinds", b"kinds", "last", b"last", "provenance", b"provenance", "resume_token", b"resume_token", "total_items", b"total_items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

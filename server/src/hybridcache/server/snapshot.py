@@ -62,7 +62,11 @@ class SnapshotLister:
     ) -> Iterator[pb.ListSnapshotResponse]:
         """The snapshot's messages. InvalidRequest (raised before the first message) for bad
         fields; NotFound / WrapperUnavailable if the tenant cannot be loaded."""
-        kinds = snapshot_kinds(request.kinds)
+        # None asked: every kind of the four this server replicates (a kind configured on
+        # demand has no full copy to list); asked for by name, it must be replicated.
+        kinds = snapshot_kinds(request.kinds) or tuple(
+            k for k in SNAPSHOT_KINDS if self._cache.is_replicated(k)
+        )
         page_size = page_size_of(request.page_size)
         self._cache.ensure_tenant(tenant_id, deadline)  # may call the Wrapper: outside the lock
         with self._order:
@@ -90,14 +94,15 @@ class SnapshotLister:
         page.last = True
         page.resume_token = token
         page.total_items = total
+        page.kinds.extend(convert.KIND_TO_PROTO[kind] for kind in view)
         age_s = 0.0 if oldest is None else max(0.0, self._clock() - oldest)
         convert.provenance("cache", age_s, 0, freshness, page.provenance)
         yield page
 
 
 def snapshot_kinds(numbers: Iterable[int]) -> tuple[Kind, ...]:
-    """The request's kinds, in the stream's order (empty: all four). InvalidRequest for an
-    unknown or non-replicated kind."""
+    """The request's kinds, in the stream's order (empty: none named). InvalidRequest for
+    a kind that is not one of the four replicated kinds."""
     asked: set[Kind] = set()
     for index, number in enumerate(numbers):
         kind = convert.PROTO_TO_KIND.get(number)
@@ -108,7 +113,7 @@ def snapshot_kinds(numbers: Iterable[int]) -> tuple[Kind, ...]:
                 reason="KIND_NOT_REPLICATED",
             )
         asked.add(kind)
-    return tuple(k for k in SNAPSHOT_KINDS if k in asked) if asked else SNAPSHOT_KINDS
+    return tuple(k for k in SNAPSHOT_KINDS if k in asked)
 
 
 def page_size_of(requested: int) -> int:

@@ -168,6 +168,10 @@ class HybridCache:
         if self._has_replica:
             self._replica.tenant(tenant_id, deadline)
 
+    def is_replicated(self, kind: Kind) -> bool:
+        policy = self._policies.get(kind)
+        return policy is not None and policy.tier is Tier.REPLICA
+
     def replica_view(self, tenant_id: str, kinds: Sequence[Kind]) -> dict[Kind, dict[str, Entry]]:
         """The verified items of replicated `kinds` of a loaded tenant (`ensure_tenant` first),
         copied at one moment. InvalidRequest for a kind this server does not replicate."""
