@@ -17,7 +17,7 @@ import grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridcache.client import NearCache, NotFound
+from hybridcache.client import HybridCacheError, NearCache, NotFound
 from hybridcache.v1 import hybridcache_pb2 as pb
 
 OPS = ("op.a", "op.b")
@@ -47,6 +47,10 @@ class _FakeClient:
 
     def watch(self, **_: Any) -> _FakeStream:
         return _FakeStream()
+
+    def list_snapshot(self, *_: Any, **__: Any) -> Any:
+        # A server that predates ListSnapshot: the near cache loads per key (what this tests).
+        raise HybridCacheError("no ListSnapshot", code=grpc.StatusCode.UNIMPLEMENTED)
 
     def get_credit_cost(self, tenant_id: str, op: str, *, timeout: float | None = None) -> Any:
         version = self.truth.get(op)  # the answer is read now...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -116,6 +116,28 @@ class HybridCacheClient:
         return self._call(
             self._stub.GetCacheStats, pb.GetCacheStatsRequest(), timeout, pb.GetCacheStatsResponse
         )
+
+    def list_snapshot(
+        self,
+        tenant_id: str,
+        *,
+        kinds: Iterable[pb.Kind.ValueType] = (),
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[pb.ListSnapshotResponse]:
+        """A tenant's replicated kinds, page by page; the last page (`.last`) carries the
+        `resume_token` to `watch()` from. `timeout` bounds the whole stream."""
+        request = pb.ListSnapshotRequest(tenant_id=tenant_id, kinds=list(kinds), page_size=page_size)
+        call = self._stub.ListSnapshot(
+            request,
+            timeout=self.config.default_timeout if timeout is None else timeout,
+            metadata=self._metadata,
+            wait_for_ready=self.config.wait_for_ready,
+        )
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
 
     def watch(
         self,

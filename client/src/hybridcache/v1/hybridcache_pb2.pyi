@@ -1274,3 +1274,147 @@ class GetCacheStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCacheStatsResponse: _TypeAlias = GetCacheStatsResponse  # noqa: Y015
+
+@_typing.final
+class ListSnapshotRequest(_message.Message):
+    """ListSnapshotRequest asks for a tenant's replicated data at one position."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (must be readable by the caller)."""
+    page_size: _builtins.int
+    """Items per message. 0: 500. At most 5000."""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___Kind.ValueType]:
+        """Only these kinds, each a replicated one (credit costs, role permissions, user status,
+        feature flags) that this server replicates. Empty: those of the four it replicates.
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        kinds: _abc.Iterable[Global___Kind.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "page_size", b"page_size", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSnapshotRequest: _TypeAlias = ListSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class SnapshotItem(_message.Message):
+    """SnapshotItem is one item of a snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CREDIT_COST_FIELD_NUMBER: _builtins.int
+    ROLE_PERMISSIONS_FIELD_NUMBER: _builtins.int
+    USER_STATUS_FIELD_NUMBER: _builtins.int
+    FEATURE_FLAG_FIELD_NUMBER: _builtins.int
+    kind: Global___Kind.ValueType
+    """The kind."""
+    key: _builtins.str
+    """The key (operation code, role id, user id or flag key)."""
+    version: _builtins.int
+    """The entity's version (0 when unknown)."""
+    @_builtins.property
+    def credit_cost(self) -> Global___CreditCost:
+        """A credit cost."""
+
+    @_builtins.property
+    def role_permissions(self) -> Global___RolePermissions:
+        """A role and its grants."""
+
+    @_builtins.property
+    def user_status(self) -> Global___UserStatus:
+        """A user's status."""
+
+    @_builtins.property
+    def feature_flag(self) -> Global___FeatureFlag:
+        """A feature flag."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___Kind.ValueType = ...,
+        key: _builtins.str = ...,
+        version: _builtins.int = ...,
+        credit_cost: Global___CreditCost | None = ...,
+        role_permissions: Global___RolePermissions | None = ...,
+        user_status: Global___UserStatus | None = ...,
+        feature_flag: Global___FeatureFlag | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_cost", b"credit_cost", "feature_flag", b"feature_flag", "role_permissions", b"role_permissions", "user_status", b"user_status", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_cost", b"credit_cost", "feature_flag", b"feature_flag", "key", b"key", "kind", b"kind", "role_permissions", b"role_permissions", "user_status", b"user_status", "value", b"value", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["credit_cost", "role_permissions", "user_status", "feature_flag"]  # noqa: Y015
+    _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
+
+Global___SnapshotItem: _TypeAlias = SnapshotItem  # noqa: Y015
+
+@_typing.final
+class ListSnapshotResponse(_message.Message):
+    """ListSnapshotResponse is one page of a snapshot. Items are ordered by kind, then key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_ITEMS_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    last: _builtins.bool
+    """True on the last message of the stream only (a snapshot without it is incomplete)."""
+    resume_token: _builtins.str
+    """Set on the last message: WatchChanges from this token (for this tenant and kinds)
+    delivers exactly the changes made after the snapshot, each once.
+    """
+    total_items: _builtins.int
+    """Set on the last message: how many items the snapshot held."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SnapshotItem]:
+        """This page's items."""
+
+    @_builtins.property
+    def provenance(self) -> Global___Provenance:
+        """Set on the last message: how fresh the snapshot is (source CACHE; age_ms of its
+        oldest item; freshness of the change feed when it was taken).
+        """
+
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___Kind.ValueType]:
+        """Set on the last message: the kinds the snapshot holds in full (a kind with no items
+        is listed too; one this server does not replicate is not).
+        """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___SnapshotItem] | None = ...,
+        last: _builtins.bool = ...,
+        resume_token: _builtins.str = ...,
+        total_items: _builtins.int = ...,
+        provenance: Global___Provenance | None = ...,
+        kinds: _abc.Iterable[Global___Kind.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "kinds", b"kinds", "last", b"last", "provenance", b"provenance", "resume_token", b"resume_token", "total_items", b"total_items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSnapshotResponse: _TypeAlias = ListSnapshotResponse  # noqa: Y015

@@ -80,6 +80,11 @@ class HybridCacheStub:
                 request_serializer=hybridcache_dot_v1_dot_hybridcache__pb2.GetCacheStatsRequest.SerializeToString,
                 response_deserializer=hybridcache_dot_v1_dot_hybridcache__pb2.GetCacheStatsResponse.FromString,
                 _registered_method=True)
+        self.ListSnapshot = channel.unary_stream(
+                '/hybridcache.v1.HybridCache/ListSnapshot',
+                request_serializer=hybridcache_dot_v1_dot_hybridcache__pb2.ListSnapshotRequest.SerializeToString,
+                response_deserializer=hybridcache_dot_v1_dot_hybridcache__pb2.ListSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class HybridCacheServicer:
@@ -149,6 +154,15 @@ class HybridCacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSnapshot(self, request, context):
+        """ListSnapshot streams every item of a tenant's replicated kinds (credit costs, role
+        permissions, user status, feature flags) in pages, as of one position: the last
+        message's resume_token resumes WatchChanges exactly after the snapshot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HybridCacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +210,11 @@ def add_HybridCacheServicer_to_server(servicer, server):
                     servicer.GetCacheStats,
                     request_deserializer=hybridcache_dot_v1_dot_hybridcache__pb2.GetCacheStatsRequest.FromString,
                     response_serializer=hybridcache_dot_v1_dot_hybridcache__pb2.GetCacheStatsResponse.SerializeToString,
+            ),
+            'ListSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListSnapshot,
+                    request_deserializer=hybridcache_dot_v1_dot_hybridcache__pb2.ListSnapshotRequest.FromString,
+                    response_serializer=hybridcache_dot_v1_dot_hybridcache__pb2.ListSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +461,33 @@ class HybridCache:
             '/hybridcache.v1.HybridCache/GetCacheStats',
             hybridcache_dot_v1_dot_hybridcache__pb2.GetCacheStatsRequest.SerializeToString,
             hybridcache_dot_v1_dot_hybridcache__pb2.GetCacheStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hybridcache.v1.HybridCache/ListSnapshot',
+            hybridcache_dot_v1_dot_hybridcache__pb2.ListSnapshotRequest.SerializeToString,
+            hybridcache_dot_v1_dot_hybridcache__pb2.ListSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,11 @@ class HybridCacheStub:
     """WatchChanges streams change events, resumable from a token."""
     GetCacheStats: _grpc.UnaryUnaryMultiCallable[_hybridcache_pb2.GetCacheStatsRequest, _hybridcache_pb2.GetCacheStatsResponse]
     """GetCacheStats reports the cache's counters per kind."""
+    ListSnapshot: _grpc.UnaryStreamMultiCallable[_hybridcache_pb2.ListSnapshotRequest, _hybridcache_pb2.ListSnapshotResponse]
+    """ListSnapshot streams every item of a tenant's replicated kinds (credit costs, role
+    permissions, user status, feature flags) in pages, as of one position: the last
+    message's resume_token resumes WatchChanges exactly after the snapshot.
+    """
 
 @_typing.type_check_only
 class HybridCacheAsyncStub(HybridCacheStub):
@@ -82,6 +87,11 @@ class HybridCacheAsyncStub(HybridCacheStub):
     """WatchChanges streams change events, resumable from a token."""
     GetCacheStats: _aio.UnaryUnaryMultiCallable[_hybridcache_pb2.GetCacheStatsRequest, _hybridcache_pb2.GetCacheStatsResponse]  # type: ignore[assignment]
     """GetCacheStats reports the cache's counters per kind."""
+    ListSnapshot: _aio.UnaryStreamMultiCallable[_hybridcache_pb2.ListSnapshotRequest, _hybridcache_pb2.ListSnapshotResponse]  # type: ignore[assignment]
+    """ListSnapshot streams every item of a tenant's replicated kinds (credit costs, role
+    permissions, user status, feature flags) in pages, as of one position: the last
+    message's resume_token resumes WatchChanges exactly after the snapshot.
+    """
 
 class HybridCacheServicer(metaclass=_abc_1.ABCMeta):
     """HybridCache serves reads of the Wrapper's data and a stream of its changes."""
@@ -157,5 +167,16 @@ class HybridCacheServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_hybridcache_pb2.GetCacheStatsResponse, _abc.Awaitable[_hybridcache_pb2.GetCacheStatsResponse]]:
         """GetCacheStats reports the cache's counters per kind."""
+
+    @_abc_1.abstractmethod
+    def ListSnapshot(
+        self,
+        request: _hybridcache_pb2.ListSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hybridcache_pb2.ListSnapshotResponse], _abc.AsyncIterator[_hybridcache_pb2.ListSnapshotResponse]]:
+        """ListSnapshot streams every item of a tenant's replicated kinds (credit costs, role
+        permissions, user status, feature flags) in pages, as of one position: the last
+        message's resume_token resumes WatchChanges exactly after the snapshot.
+        """
 
 def add_HybridCacheServicer_to_server(servicer: HybridCacheServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -44,6 +44,7 @@ from hybridcache.server.probe_server import ProbeServer
 from hybridcache.server.reflection import enable_reflection
 from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
 from hybridcache.server.servicer import HybridCacheServicer
+from hybridcache.server.snapshot import SnapshotLister
 from hybridcache.server.telemetry import register_collectors
 from hybridcache.server.watch import serve_watch
 from hybridcache.server.wrapper_client import WrapperClient
@@ -127,6 +128,9 @@ class Service:
             freshness=self.freshness,
             stats_extra=self._stats_extra,
             repairing=self.feed.ingestor.worker.pending,  # keys awaiting a refetch: REPAIRING
+            snapshots=SnapshotLister(
+                self.cache, self.hub, self.feed.ingestor.order, freshness=self.freshness
+            ),
         )
         # Each open WatchChanges stream holds a thread in the sync server: the stream lane
         # has one per allowed stream; unary calls, reflection and health have their own.

@@ -26,6 +26,7 @@ from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost, FeatureFlag, OrgUnit, UserProfile, UserStatus
 from hybridcache.server.errors import abort, abort_with
 from hybridcache.server.gate import current_caller
+from hybridcache.server.snapshot import SnapshotLister
 from hybridcache.server.validation import (
     check_batch,
     check_key,
@@ -66,6 +67,7 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         freshness: Callable[[], str],
         stats_extra: StatsExtra | None = None,
         repairing: Repairing = _NOT_REPAIRING,
+        snapshots: SnapshotLister | None = None,
     ) -> None:
         """`repairing`: a live view of the keys awaiting a refetch (the repair worker's); their
         answers say FRESHNESS_REPAIRING."""
@@ -73,6 +75,7 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         self._freshness = freshness
         self._stats_extra = stats_extra
         self._repairing = repairing
+        self._snapshots = snapshots
 
     # --- shared steps
 
@@ -265,6 +268,19 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         if self._stats_extra is not None:
             self._stats_extra(response, tenants)
         return response
+
+    def ListSnapshot(
+        self, request: pb.ListSnapshotRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ListSnapshotResponse]:
+        """Paged, at one position of the change stream (`snapshot.py`)."""
+        _, tenant = self._tenant(context, request.tenant_id)
+        if self._snapshots is None:
+            abort(context, grpc.StatusCode.UNIMPLEMENTED, "ListSnapshot is not enabled", "NOT_ENABLED")
+        try:
+            pages = self._snapshots.pages(tenant, request, deadline_of(context))
+        except CacheError as exc:
+            abort_with(context, exc)
+        yield from pages
 
     def WatchChanges(
         self, request: pb.WatchChangesRequest, context: grpc.ServicerContext

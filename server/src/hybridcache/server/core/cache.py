@@ -24,6 +24,7 @@ from hybridcache.server.core.permissions import Grants, PermissionDecision, Perm
 from hybridcache.server.core.policy import DEFAULT_POLICIES, KindPolicy
 from hybridcache.server.core.reference import ReferenceCache, Submit
 from hybridcache.server.core.replica import DEFAULT_VERSION_WINDOW, ReplicaSet
+from hybridcache.server.core.replica_state import Entry
 from hybridcache.server.core.results import MISSING, ApplyOutcome, Change, Read, Source
 from hybridcache.server.core.source import WrapperSource
 from hybridcache.server.core.stats import CacheStats, KindStats, TenantCounters, kind_stats
@@ -166,6 +167,20 @@ class HybridCache:
         tenant, remembered for the replica kinds' negative_ttl_s."""
         if self._has_replica:
             self._replica.tenant(tenant_id, deadline)
+
+    def is_replicated(self, kind: Kind) -> bool:
+        policy = self._policies.get(kind)
+        return policy is not None and policy.tier is Tier.REPLICA
+
+    def replica_view(self, tenant_id: str, kinds: Sequence[Kind]) -> dict[Kind, dict[str, Entry]]:
+        """The verified items of replicated `kinds` of a loaded tenant (`ensure_tenant` first),
+        copied at one moment. InvalidRequest for a kind this server does not replicate."""
+        for kind in kinds:
+            if self._tier(kind) is not Tier.REPLICA:
+                raise InvalidRequest(
+                    f"kind {kind} is not replicated by this server", reason="KIND_NOT_REPLICATED"
+                )
+        return self._replica.view(tenant_id, kinds)
 
     def loaded_tenants(self) -> list[str]:
         return self._replica.loaded_tenants()

@@ -432,6 +432,15 @@ class ReplicaSet:
 
     # --- introspection
 
+    def view(self, tenant_id: str, kinds: Sequence[Kind]) -> dict[Kind, dict[str, Entry]]:
+        """A copy of the verified items of `kinds` of a loaded tenant, taken at one moment (the
+        values are shared, not copied: a pointer per item). KeyError if it is not loaded."""
+        with self._lock:
+            tenant = self._tenants[tenant_id]
+            if not tenant.loaded:
+                raise KeyError(tenant_id)
+            return {kind: dict(tenant.kinds[kind].map) for kind in kinds}
+
     def loaded_tenants(self) -> list[str]:
         return [tenant_id for tenant_id, tenant in list(self._tenants.items()) if tenant.loaded]
 

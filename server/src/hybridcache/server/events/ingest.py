@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -80,6 +81,9 @@ class EventIngestor:
     ) -> None:
         self._cache = cache
         self._on_change = on_change
+        # Held while one message is applied to the cache and its change published, so that a
+        # snapshot (ListSnapshot) taken under it sees both or neither: no gap, no duplicate.
+        self.order = threading.Lock()
         self.decoder = decoder or DecoderConfig()
         self.stats = stats or EventStats()
         self._dedupe_capacity = dedupe_capacity
@@ -131,7 +135,8 @@ class EventIngestor:
         if isinstance(result, Rejection):
             self.reject(result.reason)
         else:
-            self.ingest(result)
+            with self.order:
+                self.ingest(result)
         return result
 
     def reject(self, reason: str, tenant: str | None = None) -> None:

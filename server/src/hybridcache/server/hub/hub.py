@@ -135,6 +135,12 @@ class ChangeHub:
         counts = self._tenant_sequences
         return sum(counts.get(tenant, 0) for tenant in flt.tenants)
 
+    def current_token(self) -> str:
+        """The resume token for "after everything published so far" (ListSnapshot's position).
+        The one place a position of now becomes a token: a change to the token format needs
+        only this and `token`."""
+        return self.token(self._sequence)
+
     def publish(self, event: HubEvent) -> int:
         """Sequence `event`, retain it, hand it to every matching subscriber; return its
         sequence. Never blocks on a subscriber: each gets a non-blocking append."""
