@@ -39,8 +39,8 @@ scaleout: install ## fleet measurements (10 replicas, Sentinel failover figures)
 manifests: install ## check deploy/ against the Kubernetes schemas
 	$(PY) scripts/check_manifests.py
 
-test-faults: install ## fault-injection scenarios, full variants
-	.venv/bin/pytest tests/faults -m "faults" -p no:cacheprovider
+test-faults: install ## fault-injection scenarios, full variants (marked slow)
+	.venv/bin/pytest tests/faults -m "faults and slow" -p no:cacheprovider
 
 soak: install ## the 10-minute soak
 	.venv/bin/pytest tests/faults -m soak -p no:cacheprovider

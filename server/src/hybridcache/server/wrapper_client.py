@@ -1,8 +1,9 @@
 """The Wrapper's HTTP API, as the cache core's `WrapperSource` (httpx, synchronous).
 
-Why sync `httpx.Client`: measured here about twice as fast as `AsyncClient` under
-concurrency (DESIGN.md §7), and the gRPC server is the sync one, so each RPC thread makes
-its own blocking call on a shared connection pool.
+Why sync `httpx.Client`: measured about twice as fast as `AsyncClient` under concurrency
+on a host of this class (docs/BENCHMARKS.md, "Measurements made before `make bench`"), and
+the gRPC server is the sync one, so each RPC thread makes its own blocking call on a shared
+connection pool.
 
 Every call is bounded by the caller's absolute deadline (`time.monotonic()` clock): each
 attempt's timeout is the smaller of `timeout_s` and the time left, and retries (only for
