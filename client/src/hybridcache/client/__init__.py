@@ -29,8 +29,10 @@ from hybridcache.client.errors import (
     Unavailable,
     from_rpc_error,
 )
+from hybridcache.client.reasons import ERROR_DOMAIN, Reason
 
 __all__ = [
+    "ERROR_DOMAIN",
     "AsyncHybridCacheClient",
     "AsyncWatchStream",
     "Cancelled",
@@ -44,6 +46,7 @@ __all__ = [
     "NearCache",
     "NotFound",
     "PermissionDenied",
+    "Reason",
     "ResourceExhausted",
     "RetryPolicy",
     "TLSConfig",

@@ -35,6 +35,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.auth import Authenticator, Caller
 from hybridcache.server.capacity import Lane, Lanes, MessageWatch
 from hybridcache.server.errors import abort
