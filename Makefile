@@ -5,7 +5,7 @@ BOOT := scripts/bootstrap
 # The one image tag (README, deploy/deployment.yaml): the distribution's name and version.
 IMAGE := hybridcache-server:0.1.0
 
-.PHONY: help install proto proto-check lint typecheck buf test test-faults scaleout manifests soak bench run docker image-test fresh-test clean
+.PHONY: help install proto proto-check lint typecheck buf buf-breaking test test-faults scaleout manifests soak bench run docker image-test fresh-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,9 @@ typecheck: install ## mypy --strict
 
 buf: install ## buf lint of protos/
 	scripts/buf lint
+
+buf-breaking: install ## buf breaking: protos/ against the released contract (protos-baseline/)
+	scripts/buf breaking --against ../protos-baseline
 
 test: ## the one test command (scripts/test): checks, lint, the test suite
 	scripts/test
