@@ -89,6 +89,37 @@ def test_a_worker_that_dies_takes_the_set_down() -> None:
         wait_until(lambda: _port_closed(port), 10, "worker 0 to have left the port")
 
 
+@pytest.mark.timeout(120)
+def test_workers_are_given_the_drain_and_the_grace_period_before_a_kill() -> None:
+    """SIGTERM: each worker stays NOT_SERVING for HYBRIDCACHE_DRAIN_S, then has
+    HYBRIDCACHE_GRACE_S for calls in flight; the supervisor must wait for both (and a margin)
+    before it kills. Here the drain (7 s) outlasts grace + the margin (0.5 + 5 s)."""
+    with tempfile.TemporaryDirectory(prefix="hc-workers-") as tmp:
+        port = free_port()
+        nowhere = f"127.0.0.1:{free_port()}"
+        env = replica_env(
+            f"http://{nowhere}",
+            f"redis://{nowhere}/0",
+            port,
+            HYBRIDCACHE_WORKERS="2",
+            HYBRIDCACHE_TENANTS="",
+            HYBRIDCACHE_DRAIN_S="7",
+            HYBRIDCACHE_GRACE_S="0.5",
+            HYBRIDCACHE_LOG_FORMAT="json",
+            HYBRIDCACHE_LOG_LEVEL="info",  # each worker logs "stopped" after a clean stop
+        )
+        server = ServerProcess(env, Path(tmp) / "workers.log").start(timeout=60)
+        server.sigterm()
+        try:
+            status = server.wait(60)
+        finally:
+            server.stop()
+        log = server.log_path.read_text(errors="replace")
+        stopped = sum('"event": "stopped"' in line for line in log.splitlines())
+        assert status == 0, log[-2000:]
+        assert stopped == 2, f"{stopped} of 2 workers stopped cleanly (others killed): {log[-3000:]}"
+
+
 def test_workers_need_a_fixed_port() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "hybridcache.server.cli", "serve", "--workers", "2"],
