@@ -374,22 +374,24 @@ def test_every_method_async(server: Running) -> None:
 
 @pytest.mark.timeout(30)
 def test_default_deadline_applies_and_can_be_overridden(server: Running) -> None:
-    server.servicer.sleep_s["GetUserProfile"] = 1.0
+    # The server takes 3 s: ending well before that (1.8 s leaves a loaded host room) shows the
+    # 0.3 s default deadline applied.
+    server.servicer.sleep_s["GetUserProfile"] = 3.0
     config = ClientConfig(default_timeout=0.3, watch=FAST_WATCH)
     with HybridCacheClient(server.target, config) as client:
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded) as caught:
             client.get_user_profile(TENANT, "user-1")
-        assert time.monotonic() - started < 0.3 + 0.5
+        assert time.monotonic() - started < 0.3 + 1.5
         assert isinstance(caught.value.__cause__, grpc.RpcError)
         # A per-call timeout wins over the default.
-        assert client.get_user_profile(TENANT, "user-1", timeout=5).user_profile.user_id == "user-1"
+        assert client.get_user_profile(TENANT, "user-1", timeout=10).user_profile.user_id == "user-1"
     assert server.servicer.count("GetUserProfile") == 2  # DEADLINE_EXCEEDED is not retried
 
 
 @pytest.mark.timeout(30)
 def test_default_deadline_async(server: Running) -> None:
-    server.servicer.sleep_s["GetOrgUnit"] = 1.0
+    server.servicer.sleep_s["GetOrgUnit"] = 3.0  # as above: ending before 1.8 s shows the 0.3 s default
 
     async def main() -> float:
         async with AsyncHybridCacheClient(server.target, ClientConfig(default_timeout=0.3)) as client:
@@ -398,7 +400,7 @@ def test_default_deadline_async(server: Running) -> None:
                 await client.get_org_unit(TENANT, "sales")
             return time.monotonic() - started
 
-    assert asyncio.run(main()) < 0.3 + 0.5
+    assert asyncio.run(main()) < 0.3 + 1.5
 
 
 @pytest.mark.timeout(30)
