@@ -5,7 +5,7 @@ BOOT := scripts/bootstrap
 # The one image tag (README, deploy/deployment.yaml): the distribution's name and version.
 IMAGE := hybridcache-server:0.1.0
 
-.PHONY: help install proto proto-check lint typecheck buf buf-breaking test test-unit test-faults scaleout manifests soak bench run docker image-test fresh-test clean
+.PHONY: help install proto proto-check lint typecheck buf buf-breaking test test-unit test-client-compat test-faults scaleout manifests soak bench run docker image-test fresh-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,9 @@ test: ## the one test command (scripts/test): checks, lint, the test suite
 
 test-unit: install ## the unit tests alone, under coverage (the cache core >= 95 % of branches)
 	scripts/test-unit
+
+test-client-compat: install ## the client wheel with its oldest allowed grpcio/protobuf and the newest (slow)
+	.venv/bin/pytest tests/integration/test_client_package.py -k the_wheel_installs_alone -m "" -p no:cacheprovider
 
 scaleout: install ## fleet measurements (10 replicas, Sentinel failover figures)
 	.venv/bin/pytest tests/scaleout -m scaleout -s -p no:cacheprovider

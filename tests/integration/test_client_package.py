@@ -21,6 +21,7 @@ import textwrap
 import threading
 import time
 import timeit
+import tomllib
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -951,9 +952,27 @@ def _requirement_names(requirements: list[str]) -> set[str]:
     return {re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in requirements}
 
 
-@pytest.mark.timeout(300)
+def _declared_floors() -> dict[str, str]:
+    """The lower bounds client/pyproject.toml declares: {"grpcio": "1.66.2", ...}."""
+    declared = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {}
+    for requirement in declared:
+        name = _requirement_names([requirement]).pop()
+        floors[name] = re.search(r">=\s*([0-9.]+)", requirement).group(1)  # type: ignore[union-attr]
+    return floors
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize(
+    "pinned",
+    [
+        pytest.param(False, id="newest"),
+        # The declared floors exactly (slow: a second venv; make test-client-compat runs both).
+        pytest.param(True, id="floor", marks=pytest.mark.slow),
+    ],
+)
 def test_the_wheel_installs_alone_and_calls_the_server(
-    server: Running, service: Service, dev_wrapper: Any, tmp_path: Path
+    server: Running, service: Service, dev_wrapper: Any, tmp_path: Path, pinned: bool
 ) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
@@ -973,12 +992,28 @@ def test_the_wheel_installs_alone_and_calls_the_server(
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    floors = _declared_floors()
+    pins = [f"{name}=={version}" for name, version in sorted(floors.items())] if pinned else []
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
+        [str(python), "-m", "pip", "install", "--quiet", str(wheel), *pins],
         check=True,
         capture_output=True,
         timeout=240,
     )
+    installed = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m; print(m.version('grpcio'), m.version('protobuf'))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    if pinned:
+        assert installed == [floors["grpcio"], floors["protobuf"]], installed
+    print(f"\nclient wheel with grpcio {installed[0]}, protobuf {installed[1]}")
     requires = subprocess.run(
         [
             str(python),
@@ -995,7 +1030,7 @@ def test_the_wheel_installs_alone_and_calls_the_server(
     script = tmp_path / "call_server.py"
     script.write_text(textwrap.dedent(_SCRIPT))
     ran = subprocess.run(
-        [str(python), "-I", str(script), server.target],  # -I: no user site, no cwd on sys.path
+        [str(python), "-I", "-W", "error", str(script), server.target],  # -I: no user site, no cwd
         check=True,
         capture_output=True,
         text=True,
@@ -1012,7 +1047,7 @@ def test_the_wheel_installs_alone_and_calls_the_server(
         timeout=5,
     ).json()
     real = subprocess.run(
-        [str(python), "-I", str(script), f"127.0.0.1:{service.port}"],
+        [str(python), "-I", "-W", "error", str(script), f"127.0.0.1:{service.port}"],
         check=True,
         capture_output=True,
         text=True,
@@ -1021,6 +1056,14 @@ def test_the_wheel_installs_alone_and_calls_the_server(
     )
     cost, version, reason = real.stdout.split()
     assert (Decimal(cost), int(version), reason) == (Decimal(truth["cost"]), truth["version"], "NOT_FOUND")
+
+
+def test_the_client_admits_protobuf_5_so_consumers_need_not_be_on_the_newest() -> None:
+    floors = _declared_floors()
+    assert int(floors["protobuf"].split(".")[0]) <= 5, f"protobuf floor {floors['protobuf']}"
+    assert tuple(int(p) for p in floors["grpcio"].split(".")[:2]) <= (1, 66), (
+        f"grpcio floor {floors['grpcio']}"
+    )
 
 
 def test_requirement_names() -> None:
