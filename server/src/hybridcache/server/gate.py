@@ -225,7 +225,7 @@ class _Behaviors:
         return behavior
 
 
-class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
+class Gate(grpc.ServerInterceptor):
     def __init__(
         self,
         auth: Authenticator,
@@ -409,7 +409,7 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 def _code_name(context: grpc.ServicerContext) -> str:
-    code = context.code()
+    code = context.code()  # type: ignore[attr-defined]  # grpc has it (1.38+); types-grpcio lacks it
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     return "UNKNOWN" if context.is_active() else "CANCELLED"

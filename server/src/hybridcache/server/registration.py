@@ -43,7 +43,7 @@ class _TableCapture:
 
     def __init__(self, service_name: str) -> None:
         self.service_name = service_name
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def add_generic_rpc_handlers(self, _handlers: Any) -> None:
         pass  # the same table also arrives through add_registered_method_handlers
