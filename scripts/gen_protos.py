@@ -34,8 +34,13 @@ PINNED_IN_VENV = {"mypy-protobuf": "5.1.0"}
 
 
 def _pins(path: Path) -> dict[str, str]:
-    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return dict(line.split("==") for line in lines if line)  # type: ignore[misc]
+    pins: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name] = version
+    return pins
 
 
 def check_generator_versions() -> None:
