@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from config_table import replace_block  # scripts/ is on sys.path when a script runs
+
 from hybridcache.client.reasons import Reason
 
 
@@ -23,10 +25,7 @@ def reason_table() -> str:
 
 
 def write_readme(readme: Path) -> None:
-    text = readme.read_text()
-    start = text.index("\n", text.index(_BEGIN)) + 1
-    end = text.index(_END)
-    readme.write_text(text[:start] + reason_table() + "\n" + text[end:])
+    replace_block(readme, _BEGIN, _END, reason_table())
 
 
 _BEGIN = "<!-- reason-table:"

@@ -32,16 +32,25 @@ def _port_closed(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _standalone_workers_env(port: int, **extra: str) -> dict[str, str]:
+    """Two workers with no tenant to load: SERVING at once, so neither the Wrapper nor Redis
+    is needed (the subscriber retries in the background against a closed port)."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    return replica_env(
+        f"http://{nowhere}",
+        f"redis://{nowhere}/0",
+        port,
+        HYBRIDCACHE_WORKERS="2",
+        HYBRIDCACHE_TENANTS="",
+        **extra,
+    )
+
+
 @pytest.mark.timeout(120)
 def test_two_workers_share_one_port_and_stop_together() -> None:
-    # No tenant to load: SERVING at once, so neither the Wrapper nor Redis is needed here
-    # (the subscriber retries in the background against a closed port).
     with tempfile.TemporaryDirectory(prefix="hc-workers-") as tmp:
         port = free_port()
-        nowhere = f"127.0.0.1:{free_port()}"
-        env = replica_env(f"http://{nowhere}", f"redis://{nowhere}/0", port, HYBRIDCACHE_WORKERS="2")
-        env["HYBRIDCACHE_TENANTS"] = ""
-        server = ServerProcess(env, Path(tmp) / "workers.log")
+        server = ServerProcess(_standalone_workers_env(port), Path(tmp) / "workers.log")
         server.start(timeout=60)
         try:
             seen: set[str] = set()
@@ -69,15 +78,7 @@ def test_a_worker_that_dies_takes_the_set_down() -> None:
         taken.listen()
         metrics_port = taken.getsockname()[1] - 1
         port = free_port()
-        nowhere = f"127.0.0.1:{free_port()}"
-        env = replica_env(
-            f"http://{nowhere}",
-            f"redis://{nowhere}/0",
-            port,
-            HYBRIDCACHE_WORKERS="2",
-            HYBRIDCACHE_TENANTS="",
-            HYBRIDCACHE_METRICS_PORT=str(metrics_port),
-        )
+        env = _standalone_workers_env(port, HYBRIDCACHE_METRICS_PORT=str(metrics_port))
         server = ServerProcess(env, Path(tmp) / "workers.log").start(wait=False)
         try:
             status = server.wait(60)
@@ -96,13 +97,8 @@ def test_workers_are_given_the_drain_and_the_grace_period_before_a_kill() -> Non
     before it kills. Here the drain (7 s) outlasts grace + the margin (0.5 + 5 s)."""
     with tempfile.TemporaryDirectory(prefix="hc-workers-") as tmp:
         port = free_port()
-        nowhere = f"127.0.0.1:{free_port()}"
-        env = replica_env(
-            f"http://{nowhere}",
-            f"redis://{nowhere}/0",
+        env = _standalone_workers_env(
             port,
-            HYBRIDCACHE_WORKERS="2",
-            HYBRIDCACHE_TENANTS="",
             HYBRIDCACHE_DRAIN_S="7",
             HYBRIDCACHE_GRACE_S="0.5",
             HYBRIDCACHE_LOG_FORMAT="json",
