@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BUF = ROOT / "tools" / "node_modules" / ".bin" / "buf"
+BUF = ROOT / ".venv" / "bin" / "buf"  # buf-bin, installed by scripts/bootstrap (as scripts/buf uses it)
 PROTO = Path("hybridcache") / "v1" / "hybridcache.proto"
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(not BUF.exists(), reason="buf is installed by scripts/bootstrap (needs npm)"),
+    pytest.mark.skipif(not BUF.exists(), reason="buf is installed by scripts/bootstrap"),
 ]
 
 
