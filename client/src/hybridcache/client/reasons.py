@@ -54,6 +54,7 @@ class Reason(StrEnum):
     FIELD_REQUIRED = "FIELD_REQUIRED", _C.INVALID_ARGUMENT, "A required field is empty (or a list names nothing)."
     FIELD_TOO_LONG = "FIELD_TOO_LONG", _C.INVALID_ARGUMENT, "A field is longer than its limit."
     FIELD_INVALID = "FIELD_INVALID", _C.INVALID_ARGUMENT, "A field has characters outside its allowed set."
+    MALFORMED_REQUEST = "MALFORMED_REQUEST", _C.INVALID_ARGUMENT, "The request body is not the method's protobuf message."
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE", _C.INVALID_ARGUMENT, "A batch names more entries than allowed (1,000)."
     INVALID_ARGUMENT = "INVALID_ARGUMENT", _C.INVALID_ARGUMENT, "The request is malformed (e.g. a WatchChanges filter)."
     INVALID_RESUME_TOKEN = "INVALID_RESUME_TOKEN", _C.INVALID_ARGUMENT, "The resume token is malformed or from the future."
