@@ -75,6 +75,7 @@ class Reason(StrEnum):
     WRAPPER_TIMEOUT = "WRAPPER_TIMEOUT", _C.UNAVAILABLE, "The Wrapper did not answer within the call timeout."
     WRAPPER_DEADLINE = "WRAPPER_DEADLINE", _C.UNAVAILABLE, "The caller's deadline left no time for (another) Wrapper call."
     WRAPPER_ERROR = "WRAPPER_ERROR", _C.UNAVAILABLE, "The Wrapper failed (HTTP 5xx, or another unexpected status)."
+    WRAPPER_KNOWN_DOWN = "WRAPPER_KNOWN_DOWN", _C.UNAVAILABLE, "The Wrapper is known to be down (its circuit breaker is open): failed at once."
     WRAPPER_BUSY = "WRAPPER_BUSY", _C.UNAVAILABLE, "Too many snapshot loads in progress; none finished in time."
     WRAPPER_BAD_RESPONSE = "WRAPPER_BAD_RESPONSE", _C.UNAVAILABLE, "The Wrapper sent a body that is not what its API promises."
     SHUTTING_DOWN = "SHUTTING_DOWN", _C.UNAVAILABLE, "The server is shutting down (streams end with it)."
