@@ -55,6 +55,7 @@ class Reason(StrEnum):
     FIELD_TOO_LONG = "FIELD_TOO_LONG", _C.INVALID_ARGUMENT, "A field is longer than its limit."
     FIELD_INVALID = "FIELD_INVALID", _C.INVALID_ARGUMENT, "A field has characters outside its allowed set."
     MALFORMED_REQUEST = "MALFORMED_REQUEST", _C.INVALID_ARGUMENT, "The request body is not the method's protobuf message."
+    NO_REQUEST = "NO_REQUEST", _C.INVALID_ARGUMENT, "The call carried no request message (within the request timeout)."
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE", _C.INVALID_ARGUMENT, "A batch names more entries than allowed (1,000)."
     INVALID_ARGUMENT = "INVALID_ARGUMENT", _C.INVALID_ARGUMENT, "The request is malformed (e.g. a WatchChanges filter)."
     INVALID_RESUME_TOKEN = "INVALID_RESUME_TOKEN", _C.INVALID_ARGUMENT, "The resume token is malformed or from the future."
@@ -64,10 +65,12 @@ class Reason(StrEnum):
     TENANT_NOT_FOUND = "TENANT_NOT_FOUND", _C.NOT_FOUND, "The tenant does not exist."
     # --- credentials and limits of the caller
     MISSING_CREDENTIALS = "MISSING_CREDENTIALS", _C.UNAUTHENTICATED, "The call carried no bearer token."
+    CERTIFICATE_MISMATCH = "CERTIFICATE_MISMATCH", _C.UNAUTHENTICATED, "A caller bound to a client certificate presented another (mTLS)."
     INVALID_CREDENTIALS = "INVALID_CREDENTIALS", _C.UNAUTHENTICATED, "The bearer token is unknown."
     TENANT_NOT_ALLOWED = "TENANT_NOT_ALLOWED", _C.PERMISSION_DENIED, "The caller's credentials do not cover this tenant."
     RATE_LIMITED = "RATE_LIMITED", _C.RESOURCE_EXHAUSTED, "The caller exceeded its rate limit (with RetryInfo)."
     TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT", _C.RESOURCE_EXHAUSTED, "The caller has too many calls in progress (with RetryInfo)."
+    SERVER_BUSY = "SERVER_BUSY", _C.RESOURCE_EXHAUSTED, "The server's lane for this kind of call is full (with RetryInfo)."
     TOO_MANY_STREAMS = "TOO_MANY_STREAMS", _C.RESOURCE_EXHAUSTED, "Too many WatchChanges streams are open (in all, or this caller's)."
     # --- UNAVAILABLE: a retry may help, and the answer came before the caller's deadline
     WRAPPER_UNAVAILABLE = "WRAPPER_UNAVAILABLE", _C.UNAVAILABLE, "The Wrapper could not answer."

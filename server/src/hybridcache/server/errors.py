@@ -20,7 +20,15 @@ from grpc_status import rpc_status
 from hybridcache.client.reasons import ERROR_DOMAIN, Reason
 from hybridcache.server.core.errors import CacheError
 
-__all__ = ["ERROR_DOMAIN", "RETRY_FLOOR_S", "Reason", "abort", "abort_with", "retry_delay_s", "status_code_for"]
+__all__ = [
+    "ERROR_DOMAIN",
+    "RETRY_FLOOR_S",
+    "Reason",
+    "abort",
+    "abort_with",
+    "retry_delay_s",
+    "status_code_for",
+]
 
 # A RetryInfo delay is never below this, plus up to as much again at random: a delay near 0
 # would invite an instant retry storm, and the same delay for every refused caller would
