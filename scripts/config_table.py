@@ -34,11 +34,17 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
-def write_readme(readme: Path) -> None:
+def replace_block(readme: Path, begin: str, end: str, table: str) -> None:
+    """Put `table` between the README's `begin` marker line and its `end` marker (also used by
+    scripts/reason_table.py)."""
     text = readme.read_text()
-    start = text.index("\n", text.index(_BEGIN)) + 1
-    end = text.index(_END)
-    readme.write_text(text[:start] + config_table() + "\n" + text[end:])
+    start = text.index("\n", text.index(begin)) + 1
+    stop = text.index(end)
+    readme.write_text(text[:start] + table + "\n" + text[stop:])
+
+
+def write_readme(readme: Path) -> None:
+    replace_block(readme, _BEGIN, _END, config_table())
 
 
 _BEGIN = "<!-- config-table:"

@@ -36,7 +36,7 @@ BATCH = 1_000
 
 
 def batched_ns(read: Callable[[], object], batches: int) -> list[float]:
-    samples = []
+    samples: list[float] = []
     for _ in range(batches):
         started = time.perf_counter_ns()
         for _ in range(BATCH):
@@ -46,7 +46,7 @@ def batched_ns(read: Callable[[], object], batches: int) -> list[float]:
 
 
 def single_ns(call: Callable[[], object], count: int) -> list[float]:
-    samples = []
+    samples: list[float] = []
     for _ in range(count):
         started = time.perf_counter_ns()
         call()

@@ -1,10 +1,11 @@
 """Fault scenarios: which variant runs where, and the figures each run prints.
 
 Every scenario test is marked `faults` and parametrised with a `Scale` whose id is `fast`
-or `full`:
+or `full`; the full variant is also marked `slow` (by `variants`), the soak `soak`:
 
-* `pytest` (CI, default testpaths) runs the FAST variants only (small counts, ~5 s outages);
-* `make test-faults` (`-m faults`) runs the FULL variants only (20 runs, 30 s outages);
+* `pytest` (CI, default testpaths) runs the FAST variants only (small counts, ~5 s outages):
+  the default `-m "not slow and not soak and not scaleout"` (pyproject.toml) leaves the rest out;
+* `make test-faults` (`-m "faults and slow"`) runs the FULL variants only (20 runs, 30 s outages);
 * `make soak` (`-m soak`) runs the 10-minute soak only.
 
 The others are deselected (not skipped), so each command reports exactly what it ran.
@@ -47,36 +48,9 @@ class Scale:
 
 
 def variants(fast: Scale, full: Scale) -> list[Any]:
-    """The two parametrisations of a scenario (use as `@pytest.mark.parametrize("scale", ...)`)."""
-    return [pytest.param(fast, id="fast"), pytest.param(full, id="full")]
-
-
-def _mark_selected(markexpr: str, name: str) -> bool:
-    return name in markexpr and f"not {name}" not in markexpr
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    markexpr = str(config.getoption("markexpr") or "")
-    want_full = _mark_selected(markexpr, "faults")
-    want_soak = _mark_selected(markexpr, "soak")
-    keep: list[pytest.Item] = []
-    dropped: list[pytest.Item] = []
-    for item in items:
-        if HERE not in Path(str(item.fspath)).resolve().parents:
-            keep.append(item)
-            continue
-        if item.get_closest_marker("soak") is not None:
-            (keep if want_soak else dropped).append(item)
-            continue
-        callspec = getattr(item, "callspec", None)
-        scale = callspec.params.get("scale") if callspec is not None else None
-        is_full = isinstance(scale, Scale) and scale.name == "full"
-        if scale is None:  # the proxy's own tests: with the fast part
-            is_full = False
-        (keep if is_full == want_full else dropped).append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+    """The two parametrisations of a scenario (use as `@pytest.mark.parametrize("scale", ...)`);
+    the full one is marked `slow`, so only `make test-faults` runs it."""
+    return [pytest.param(fast, id="fast"), pytest.param(full, id="full", marks=pytest.mark.slow)]
 
 
 class Figures:

@@ -1,5 +1,5 @@
 """Scenario 5: duplicated, reordered and replayed change notifications at volume
-(DESIGN §4.2: versions only move forward; a duplicate eventId is applied once).
+(docs/GUARANTEES.md §2: versions only move forward; a duplicate eventId is applied once).
 
 The Wrapper changes credit costs (each change publishes its notification with a version).
 A listener of our own captures every notification it publishes, and a chaos publisher

@@ -1,4 +1,4 @@
-"""Scenario 4: fill versus invalidate, under real concurrency (DESIGN §4.2 "no stale set").
+"""Scenario 4: fill versus invalidate, under real concurrency (docs/GUARANTEES.md §2, "no stale set").
 
 The server reaches the Wrapper through the fault proxy, which holds every Wrapper response
 for `HOLD_S`. Each race, per worker and user:

@@ -1,6 +1,6 @@
 """Scenarios 1 and 2: Redis goes away (killed; or half-open behind a black hole) while the
 Wrapper keeps changing data. Pub/sub is at-most-once, so the changes made meanwhile are only
-recovered by the resync after the reconnect (DESIGN §4.1).
+recovered by the resync after the reconnect (docs/GUARANTEES.md §1).
 
 Invariants: critical reads never fail while Redis is away; once Redis is back (or the
 black hole healed) every answer equals the Wrapper's truth within T (reported, p99 over the

@@ -31,6 +31,7 @@ from tests.faults.history import History, LoadLoop, Request, codes, percentile
 from tests.faults.report import line_chart_png, line_chart_svg, write_csv
 from tests.faults.scenarios import USERS, critical_requests, wait_converged
 from tests.faults.stack import TENANTS, ServerProcess, WrapperAdmin, spare_port, stack
+from tests.helpers import wait_for
 
 DURATION_S = float(os.environ.get("HC_SOAK_S", "600"))
 REDIS_EVERY_S = float(os.environ.get("HC_SOAK_REDIS_EVERY_S", "120"))
@@ -89,11 +90,14 @@ class Writer:
                 try:
                     published = bool(self.change(admin, i).get("published", False))
                 except Exception as exc:  # the Wrapper is not under test; count and go on
-                    self.errors.append(repr(exc)[:200])
-                    published = True
-                with self._lock:
-                    self.done += 1
-                    self.unpublished += not published
+                    # A failed write made no change and published nothing: counted apart,
+                    # never as a change made (nor as one published).
+                    with self._lock:
+                        self.errors.append(repr(exc)[:200])
+                else:
+                    with self._lock:
+                        self.done += 1
+                        self.unpublished += not published
                 i += self.threads
         finally:
             admin.close()
@@ -245,4 +249,19 @@ def test_soak(figures: Figures) -> None:
     assert growth < 0.05, (
         f"RSS grew {growth:.1%} after warm-up ({baseline / 2**20:.1f} -> {last / 2**20:.1f} MiB): "
         f"see {OUT / 'soak-rss.svg'}"
+    )
+
+
+@pytest.mark.timeout(30)
+def test_soak_writer_counts_failed_writes_apart_from_changes_made() -> None:
+    """The soak's figures: a write the Wrapper never took (here: nothing listens on its port)
+    is an error, not a change made, and certainly not a published one."""
+    nowhere = f"http://127.0.0.1:{spare_port()}"
+    writer = Writer(nowhere, until=time.monotonic() + 20).start()
+    try:
+        wait_for(lambda: len(writer.errors) >= 5, timeout=15, what="five refused writes")
+    finally:
+        writer.stop()
+    assert (writer.done, writer.unpublished) == (0, 0), (
+        f"{writer.done} failed writes counted as changes made ({writer.unpublished} as unpublished)"
     )

@@ -1,7 +1,7 @@
 """Scenario 3: the Wrapper answers 500, hangs, or resets connections for a while
 (the development Wrapper's `/admin/faults`), under concurrent critical and reference reads.
 
-Invariants (DESIGN §4.4):
+Invariants (docs/GUARANTEES.md §4):
 * critical reads are 100% served, from the replica;
 * reference reads are served STALE (and say so) only within `ttl + max_stale_s` of their
   fetch, and otherwise fail UNAVAILABLE before the caller's deadline (never

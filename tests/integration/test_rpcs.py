@@ -268,5 +268,7 @@ def test_hanging_wrapper_gives_unavailable_before_the_deadline(
         elapsed = time.monotonic() - started
     finally:
         httpx.delete(f"{dev_wrapper.url}/admin/faults", headers=headers, timeout=5).raise_for_status()
+    # UNAVAILABLE (not DEADLINE_EXCEEDED) is the proof that the server answered before the
+    # 0.5 s deadline; the client's own clock adds the trip back, so only a hang is timed here.
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
-    assert elapsed < 0.5
+    assert elapsed < 0.5 + 2.0, f"answered after {elapsed:.3f} s"

@@ -19,13 +19,13 @@ def test_all_is_exactly_the_public_names() -> None:
     assert len(set(hybridcache.client.__all__)) == len(hybridcache.client.__all__)
 
 
-def test_only_errors_is_a_public_submodule() -> None:
+def test_only_errors_and_reasons_are_public_submodules() -> None:
     modules = {
         name
         for name, value in vars(hybridcache.client).items()
         if isinstance(value, types.ModuleType) and not name.startswith("_")
     }
-    assert modules == {"errors"}
+    assert modules == {"errors", "reasons"}
 
 
 def test_errors_module_all_is_reexported() -> None:

@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.source import Snapshot
@@ -91,7 +92,7 @@ class FakeWrapper:
         self._enter(("item", tenant_id, kind, key))
         tenant = self.data.get(tenant_id)
         if tenant is None:
-            raise NotFound("unknown tenant", reason="TENANT_NOT_FOUND")
+            raise NotFound("unknown tenant", reason=Reason.TENANT_NOT_FOUND)
         value = tenant.get(kind, {}).get(key)
         if value is None:
             raise NotFound("not found")
@@ -101,7 +102,7 @@ class FakeWrapper:
         self._enter(("snapshot", tenant_id, kind, ""))
         tenant = self.data.get(tenant_id)
         if tenant is None:
-            raise NotFound("unknown tenant", reason="TENANT_NOT_FOUND")
+            raise NotFound("unknown tenant", reason=Reason.TENANT_NOT_FOUND)
         return Snapshot(tenant_id, kind, 0, dict(tenant.get(kind, {})))
 
     def count(self, what: str, tenant_id: str, kind: Kind, key: str = "") -> int:

@@ -101,7 +101,7 @@ class FlightWaits:
             finally:
                 del self.on[threading.current_thread()]
 
-        Flight.wait = wait  # type: ignore[method-assign]
+        Flight.wait = wait  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:

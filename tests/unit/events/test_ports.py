@@ -10,7 +10,7 @@ from hybridcache.server.events.ports import ChangeCache, Outcome
 
 def test_outcome_mirrors_the_core_apply_outcome() -> None:
     assert {o.value for o in ApplyOutcome} == {o.value for o in Outcome}
-    assert ApplyOutcome.OLD_VALUE_MISMATCH == Outcome.OLD_VALUE_MISMATCH
+    assert ApplyOutcome.OLD_VALUE_MISMATCH == Outcome.OLD_VALUE_MISMATCH  # type: ignore[comparison-overlap]
 
 
 def test_the_core_has_every_method_the_port_names() -> None:

@@ -100,7 +100,9 @@ def test_a_gap_never_blocks_the_reader(cache: FakeCache, make: Any) -> None:
         ingestor.process("crm:acme:org-unit-changed", _org_event(f"e-{i}"))
     elapsed = time.monotonic() - start
     gate.set()
-    assert elapsed < 0.5, f"the reader was held up {elapsed:.3f} s by a running resync"
+    # A reader blocked by the resync would wait for the gate, which only opens below: any
+    # generous bound tells "not blocked" from "blocked" on a loaded host.
+    assert elapsed < 5.0, f"the reader was held up {elapsed:.3f} s by a running resync"
     assert cache.count("invalidate") == 100
 
 

@@ -30,8 +30,10 @@ from hybridcache.client.errors import (
     Unavailable,
     from_rpc_error,
 )
+from hybridcache.client.reasons import ERROR_DOMAIN, Reason
 
 __all__ = [
+    "ERROR_DOMAIN",
     "AsyncHybridCacheClient",
     "AsyncWatchStream",
     "Cancelled",
@@ -47,6 +49,7 @@ __all__ = [
     "NearCacheProvenance",
     "NotFound",
     "PermissionDenied",
+    "Reason",
     "ResourceExhausted",
     "RetryPolicy",
     "TLSConfig",

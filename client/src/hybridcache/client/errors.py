@@ -15,9 +15,10 @@ the `grpc.RpcError` it came from. The class is chosen by the gRPC status code al
     └── Internal                      INTERNAL, UNKNOWN, DATA_LOSS and every other code
 
 `reason`, `domain` ("hybridcache.dev") and `metadata` come from the `google.rpc.ErrorInfo`
-the server attaches; `retry_after` (seconds) from a `google.rpc.RetryInfo`. They are empty
-/ None when the status had no details (e.g. errors made by gRPC itself, such as a deadline
-that expired on the client).
+the server attaches (`reason` is a `Reason` of hybridcache.client.reasons, the table the
+server uses too, when the client knows it; the text otherwise); `retry_after` (seconds)
+from a `google.rpc.RetryInfo`. They are empty / None when the status had no details (e.g.
+errors made by gRPC itself, such as a deadline that expired on the client).
 """
 
 # ruff: noqa: N818 - the classes are named after the gRPC status codes they stand for,
@@ -31,6 +32,7 @@ from typing import Any
 import grpc
 
 from hybridcache.client._status_details import StatusDetails, details_from_trailers
+from hybridcache.client.reasons import Reason
 
 __all__ = [
     "Cancelled",
@@ -65,8 +67,9 @@ class HybridCacheError(Exception):
         """The gRPC status code."""
         self.message = message
         """The server's (or gRPC's) human-readable message."""
-        self.reason = reason
-        """The machine-readable reason (google.rpc.ErrorInfo.reason), "" when not given."""
+        self.reason: str = Reason.parse(reason) or reason
+        """The machine-readable reason (google.rpc.ErrorInfo.reason): a `Reason` when known,
+        the text otherwise, "" when not given. Compare with `==` to a `Reason` member."""
         self.domain = domain
         """The reason's domain, "hybridcache.dev" for the server's own errors."""
         self.metadata: Mapping[str, str] = dict(metadata or {})

@@ -5,7 +5,7 @@ import warnings
 
 from hybridcache.v1 import hybridcache_pb2 as hybridcache_dot_v1_dot_hybridcache__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in hybridcache/v1/hybridcache_pb2_grpc.py depends on'
+        + f' but the generated code in hybridcache/v1/hybridcache_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class HybridCacheStub:
+class HybridCacheStub(object):
     """HybridCache serves reads of the Wrapper's data and a stream of its changes.
     """
 
@@ -87,7 +87,7 @@ class HybridCacheStub:
                 _registered_method=True)
 
 
-class HybridCacheServicer:
+class HybridCacheServicer(object):
     """HybridCache serves reads of the Wrapper's data and a stream of its changes.
     """
 
@@ -224,7 +224,7 @@ def add_HybridCacheServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class HybridCache:
+class HybridCache(object):
     """HybridCache serves reads of the Wrapper's data and a stream of its changes.
     """
 

@@ -371,7 +371,9 @@ def _bind(server: grpc.Server, settings: Settings) -> int:
 
 
 def _service_of(handler: grpc.GenericRpcHandler) -> str:
-    name: str = handler.service_name()  # grpc's generic handlers built by method_handlers_generic_handler
+    # grpc's generic handlers built by method_handlers_generic_handler have it; the stubs'
+    # GenericRpcHandler does not.
+    name: str = handler.service_name()  # type: ignore[attr-defined]
     return name
 
 

@@ -1,8 +1,10 @@
-"""Domain errors -> gRPC status, in one table, with a google.rpc.ErrorInfo detail.
+"""Errors -> gRPC status with a google.rpc.ErrorInfo detail; the reason decides the code.
 
 Callers get a machine-readable reason (ErrorInfo.reason, domain `hybridcache.dev`) next
 to the human message (and a google.rpc.RetryInfo on refusals that a retry may fix, never
-below RETRY_FLOOR_S); `hybridcache.client` maps the codes back to one exception tree.
+below RETRY_FLOOR_S). Every reason and its status code is one line of the table both sides
+import (`hybridcache.client.reasons.Reason`); `hybridcache.client` maps the codes back to
+one exception tree.
 """
 
 from __future__ import annotations
@@ -15,40 +17,41 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from hybridcache.server.core.errors import CacheError, InvalidRequest, NotFound, WrapperUnavailable
+from hybridcache.client.reasons import ERROR_DOMAIN, Reason
+from hybridcache.server.core.errors import CacheError
 
-ERROR_DOMAIN = "hybridcache.dev"
+__all__ = [
+    "ERROR_DOMAIN",
+    "RETRY_FLOOR_S",
+    "Reason",
+    "abort",
+    "abort_with",
+    "retry_delay_s",
+    "status_code_for",
+]
+
 # A RetryInfo delay is never below this, plus up to as much again at random: a delay near 0
 # would invite an instant retry storm, and the same delay for every refused caller would
 # bring them back together.
 RETRY_FLOOR_S = 0.05
 
-_CODE_BY_ERROR: dict[type[CacheError], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    WrapperUnavailable: grpc.StatusCode.UNAVAILABLE,
-}
-
 
 def status_code_for(error: CacheError) -> grpc.StatusCode:
-    for error_type in type(error).__mro__:
-        code = _CODE_BY_ERROR.get(error_type)
-        if code is not None:
-            return code
-    return grpc.StatusCode.INTERNAL
+    return error.reason.code
 
 
 def abort(
     context: grpc.ServicerContext,
-    code: grpc.StatusCode,
+    reason: Reason,
     message: str,
-    reason: str,
     *,
     metadata: dict[str, str] | None = None,
     retry_after_s: float | None = None,
 ) -> NoReturn:
-    """End the RPC with `code`, `message` and an ErrorInfo (and RetryInfo when given)."""
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
+    """End the RPC with `reason`'s status code, `message` and an ErrorInfo (and RetryInfo when
+    given)."""
+    code = reason.code
+    info = error_details_pb2.ErrorInfo(reason=reason.value, domain=ERROR_DOMAIN, metadata=metadata or {})
     details = [any_pb2.Any()]
     details[0].Pack(info)
     if retry_after_s is not None:
@@ -68,4 +71,4 @@ def retry_delay_s(wanted_s: float) -> float:
 
 
 def abort_with(context: grpc.ServicerContext, error: CacheError) -> NoReturn:
-    abort(context, status_code_for(error), str(error), error.reason)
+    abort(context, error.reason, str(error))

@@ -35,6 +35,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.auth import Authenticator, Caller
 from hybridcache.server.capacity import Lane, Lanes, MessageWatch
 from hybridcache.server.errors import abort
@@ -78,9 +79,8 @@ class _Budget:
 
 @dataclass(frozen=True, slots=True)
 class _Refusal:
-    code: grpc.StatusCode
+    reason: Reason  # its status code too
     message: str
-    reason: str
     retry_after_s: float | None = None
 
 
@@ -150,9 +150,7 @@ class _Route:
     def first_message(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         request = self._gate.watch.first(requests, context, self._timeout_s)
         if request is None:
-            abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message", "NO_REQUEST"
-            )
+            abort(context, Reason.NO_REQUEST, "the call carried no request message")
         return request
 
     def messages(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
@@ -224,7 +222,7 @@ class _Behaviors:
         return behavior
 
 
-class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
+class Gate(grpc.ServerInterceptor):
     def __init__(
         self,
         auth: Authenticator,
@@ -270,12 +268,10 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
             caller = self._auth.identify(details.invocation_metadata)
             if caller is None:
                 metadata = details.invocation_metadata
-                reason = "MISSING_CREDENTIALS" if not metadata_has_token(metadata) else "INVALID_CREDENTIALS"
-                return self._refuse(
-                    route,
-                    None,
-                    _Refusal(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token", reason),
+                reason = (
+                    Reason.INVALID_CREDENTIALS if metadata_has_token(metadata) else Reason.MISSING_CREDENTIALS
                 )
+                return self._refuse(route, None, _Refusal(reason, "missing or unknown bearer token"))
             refusal = self._take_budget(caller, counts_in_flight=route.counts_in_flight)
             if refusal is not None:
                 return self._refuse(route, caller, refusal)
@@ -284,9 +280,8 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
                 self.release(caller)
             self._metrics.lane_refused.labels(route.lane.name).inc()
             busy = _Refusal(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                Reason.SERVER_BUSY,
                 f"server busy: too many {route.lane.name} calls in progress",
-                "SERVER_BUSY",
                 _BUSY_RETRY_S,
             )
             return self._refuse(route, caller, busy)
@@ -326,16 +321,10 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
             if series is not None:
                 series.started.inc()
             try:
-                abort(
-                    context,
-                    refusal.code,
-                    refusal.message,
-                    refusal.reason,
-                    retry_after_s=refusal.retry_after_s,
-                )
+                abort(context, refusal.reason, refusal.message, retry_after_s=refusal.retry_after_s)
             finally:
                 if series is not None:
-                    self.record(series, caller, refusal.code.name, started)
+                    self.record(series, caller, refusal.reason.code.name, started)
 
         return grpc.stream_unary_rpc_method_handler(self.lanes.refusal.on_pool(refuse))
 
@@ -369,15 +358,13 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         self._metrics.rate_limited.labels(refused).inc()
         if refused == "rate":
             return _Refusal(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                Reason.RATE_LIMITED,
                 f"caller {caller.name!r} exceeded its rate limit",
-                "RATE_LIMITED",
                 retry_after,
             )
         return _Refusal(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            Reason.TOO_MANY_IN_FLIGHT,
             f"caller {caller.name!r} has too many calls in flight",
-            "TOO_MANY_IN_FLIGHT",
             retry_after,
         )
 
@@ -394,9 +381,8 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         if caller.tls_identity.encode() not in identities:
             abort(
                 context,
-                grpc.StatusCode.UNAUTHENTICATED,
+                Reason.CERTIFICATE_MISMATCH,
                 f"caller {caller.name!r} must present its own client certificate",
-                "CERTIFICATE_MISMATCH",
             )
 
     def record(self, series: RpcSeries, caller: Caller | None, code: str, started: float) -> None:
@@ -408,7 +394,7 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 def _code_name(context: grpc.ServicerContext) -> str:
-    code = context.code()
+    code = context.code()  # type: ignore[attr-defined]  # grpc has it (1.38+); types-grpcio lacks it
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     return "UNKNOWN" if context.is_active() else "CANCELLED"

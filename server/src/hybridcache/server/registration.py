@@ -27,6 +27,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import DecodeError
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.errors import abort
 from hybridcache.server.events.ratelog import RateLimitedLog
 from hybridcache.v1 import hybridcache_pb2 as pb
@@ -43,7 +44,7 @@ class _TableCapture:
 
     def __init__(self, service_name: str) -> None:
         self.service_name = service_name
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def add_generic_rpc_handlers(self, _handlers: Any) -> None:
         pass  # the same table also arrives through add_registered_method_handlers
@@ -56,7 +57,7 @@ class _TableCapture:
 
 def _generated_table(
     add_to_server: Callable[[Any, grpc.Server], None], servicer: Any, service_name: str
-) -> dict[str, grpc.RpcMethodHandler]:
+) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     capture = _TableCapture(service_name)
     add_to_server(servicer, cast(grpc.Server, capture))
     if not capture.handlers:  # the generated code changed shape: fail at start
@@ -82,21 +83,18 @@ def _parser(
             if on_malformed is not None:
                 on_malformed(method)
             _malformed_log.note(method)
-            abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request body is not a valid {expected} message",
-                "MALFORMED_REQUEST",
-            )
+            abort(context, Reason.MALFORMED_REQUEST, f"the request body is not a valid {expected} message")
 
     return parsed
 
 
-def _parsing(method: str, handler: Any, on_malformed: Callable[[str], None] | None) -> grpc.RpcMethodHandler:
+def _parsing(
+    method: str, handler: Any, on_malformed: Callable[[str], None] | None
+) -> grpc.RpcMethodHandler[Any, Any]:
     """`handler` taking the request as bytes and parsing it itself (unary requests only: a
     client stream's messages still go through its deserializer)."""
     if handler.request_deserializer is None or handler.request_streaming:
-        return cast(grpc.RpcMethodHandler, handler)
+        return cast("grpc.RpcMethodHandler[Any, Any]", handler)
     parse = _parser(method, handler.request_deserializer, on_malformed)
     if handler.unary_unary is not None:
         unary_behavior = handler.unary_unary
@@ -117,7 +115,9 @@ def _parsing(method: str, handler: Any, on_malformed: Callable[[str], None] | No
     )
 
 
-def _register(server: grpc.Server, service_name: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+def _register(
+    server: grpc.Server, service_name: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, dict(handlers)),))
     server.add_registered_method_handlers(service_name, dict(handlers))
 

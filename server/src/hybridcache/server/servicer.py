@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import grpc
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server import convert
 from hybridcache.server.auth import Caller
 from hybridcache.server.core import HybridCache, PermissionReason, Read
@@ -87,10 +88,7 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
             abort_with(context, exc)
         if not caller.may_read(tenant):
             abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"caller {caller.name!r} may not read tenant {tenant!r}",
-                "TENANT_NOT_ALLOWED",
+                context, Reason.TENANT_NOT_ALLOWED, f"caller {caller.name!r} may not read tenant {tenant!r}"
             )
         return caller, tenant
 
@@ -275,7 +273,7 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         """Paged, at one position of the change stream (`snapshot.py`)."""
         _, tenant = self._tenant(context, request.tenant_id)
         if self._snapshots is None:
-            abort(context, grpc.StatusCode.UNIMPLEMENTED, "ListSnapshot is not enabled", "NOT_ENABLED")
+            abort(context, Reason.NOT_ENABLED, "ListSnapshot is not enabled")
         try:
             pages = self._snapshots.pages(tenant, request, deadline_of(context))
         except CacheError as exc:
@@ -288,7 +286,7 @@ class HybridCacheServicer(pb_grpc.HybridCacheServicer):
         """Never registered: `registration.add_hybridcache_service` puts `watch.serve_watch`
         in its place (its messages leave pre-serialized). Defined because the generated base
         class declares it."""
-        abort(context, grpc.StatusCode.UNIMPLEMENTED, "WatchChanges is served elsewhere", "NOT_ENABLED")
+        abort(context, Reason.NOT_ENABLED, "WatchChanges is served elsewhere")
 
 
 # The key checks of the single reads, by field name (one function each, not a lambda per call).

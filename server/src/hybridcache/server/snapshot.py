@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Final
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server import convert
 from hybridcache.server.core import HybridCache
 from hybridcache.server.core.errors import InvalidRequest
@@ -110,7 +111,7 @@ def snapshot_kinds(numbers: Iterable[int]) -> tuple[Kind, ...]:
             raise InvalidRequest(
                 f"kinds[{index}] is not a replicated kind ({number}): a snapshot holds credit costs, "
                 "role permissions, user status and feature flags",
-                reason="KIND_NOT_REPLICATED",
+                reason=Reason.KIND_NOT_REPLICATED,
             )
         asked.add(kind)
     return tuple(k for k in SNAPSHOT_KINDS if k in asked)
@@ -118,7 +119,7 @@ def snapshot_kinds(numbers: Iterable[int]) -> tuple[Kind, ...]:
 
 def page_size_of(requested: int) -> int:
     if requested > MAX_PAGE_SIZE:
-        raise InvalidRequest(f"page_size must be at most {MAX_PAGE_SIZE}", reason="INVALID_ARGUMENT")
+        raise InvalidRequest(f"page_size must be at most {MAX_PAGE_SIZE}", reason=Reason.INVALID_ARGUMENT)
     return requested or DEFAULT_PAGE_SIZE
 
 

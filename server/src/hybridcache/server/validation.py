@@ -8,6 +8,7 @@ channel. Operation codes per batch: 1-1000.
 
 from __future__ import annotations
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server import ids
 from hybridcache.server.core.errors import InvalidRequest
 
@@ -17,12 +18,12 @@ MAX_BATCH = 1000
 def _check(shape: ids.IdShape, value: str, field: str) -> str:
     if not shape.matches(value):
         if not value:
-            raise InvalidRequest(f"{field} is required", reason="FIELD_REQUIRED")
+            raise InvalidRequest(f"{field} is required", reason=Reason.FIELD_REQUIRED)
         if len(value) > shape.max_length:
             raise InvalidRequest(
-                f"{field} is longer than {shape.max_length} characters", reason="FIELD_TOO_LONG"
+                f"{field} is longer than {shape.max_length} characters", reason=Reason.FIELD_TOO_LONG
             )
-        raise InvalidRequest(f"{field} may only contain {shape.characters}", reason="FIELD_INVALID")
+        raise InvalidRequest(f"{field} may only contain {shape.characters}", reason=Reason.FIELD_INVALID)
     return value
 
 
@@ -45,7 +46,7 @@ def check_permission(value: str) -> str:
 def check_batch(values: list[str], field: str) -> list[str]:
     """Validate every code; return them de-duplicated in the order first asked."""
     if not values:
-        raise InvalidRequest(f"{field} must name at least one entry", reason="FIELD_REQUIRED")
+        raise InvalidRequest(f"{field} must name at least one entry", reason=Reason.FIELD_REQUIRED)
     if len(values) > MAX_BATCH:
-        raise InvalidRequest(f"{field} may name at most {MAX_BATCH} entries", reason="BATCH_TOO_LARGE")
+        raise InvalidRequest(f"{field} may name at most {MAX_BATCH} entries", reason=Reason.BATCH_TOO_LARGE)
     return [check_key(v, field) for v in dict.fromkeys(values)]

@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server import ids
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.errors import abort
@@ -107,7 +108,7 @@ def serve_watch(
     if heartbeat_s <= 0 or stop_poll_s <= 0 or messages_per_s < 0:
         raise ValueError("heartbeat_s and stop_poll_s must be positive, messages_per_s >= 0 (0: no pacing)")
     if stop.is_set():
-        abort(context, grpc.StatusCode.UNAVAILABLE, "server shutting down", "SHUTTING_DOWN")
+        abort(context, Reason.SHUTTING_DOWN, "server shutting down")
     allowed = allowed_tenants(context)  # first: an unauthenticated caller learns nothing more
     try:
         requested = _valid_tenants(request.tenant_ids)
@@ -115,30 +116,30 @@ def serve_watch(
         if len(request.key_prefix) > MAX_KEY_PREFIX:
             raise ValueError(f"key_prefix is longer than {MAX_KEY_PREFIX} characters")
     except ValueError as exc:
-        abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_ARGUMENT")
+        abort(context, Reason.INVALID_ARGUMENT, str(exc))
     if request.resume_token:
         try:
             hub.resume_point(request.resume_token)  # before taking a slot; subscribe opens it again
         except ValueError as exc:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_RESUME_TOKEN")
+            abort(context, Reason.INVALID_RESUME_TOKEN, str(exc))
     try:
         tenants = resolve_tenants(requested, allowed)
     except TenantNotAllowedError as exc:
-        abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc), "TENANT_NOT_ALLOWED")
+        abort(context, Reason.TENANT_NOT_ALLOWED, str(exc))
     flt = WatchFilter(tenants, kinds, request.key_prefix)
     max_batch = min(max(request.max_batch, 1), MAX_BATCH)  # 0 (unset) and 1: one change a message
 
     try:
         slot = limiter.acquire(allowed.caller or _peer_host(context.peer()))
     except StreamLimitError as exc:
-        abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "TOO_MANY_STREAMS")
+        abort(context, Reason.TOO_MANY_STREAMS, str(exc))
 
     sub: Subscription | None = None
     try:
         try:
             sub = hub.subscribe(flt, request.resume_token or None)
         except ValueError as exc:  # a token from this instance's future
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_RESUME_TOKEN")
+            abort(context, Reason.INVALID_RESUME_TOKEN, str(exc))
 
         def on_rpc_done(sub: Subscription = sub) -> None:
             sub.close()  # wakes the handler if it is waiting in next()
@@ -176,7 +177,7 @@ def _stream(
     last_sent = float("-inf")  # so the first idle check below sends the confirming Progress
     while True:
         if stop.is_set():
-            abort(context, grpc.StatusCode.UNAVAILABLE, "server shutting down", "SHUTTING_DOWN")
+            abort(context, Reason.SHUTTING_DOWN, "server shutting down")
         if sub.closed or not context.is_active():
             return
         now = time.monotonic()
@@ -197,7 +198,7 @@ def _stream(
         for message in _messages(items, hub, max_batch):
             # A replay can be long and each send waits on flow control: look at `stop` as we go.
             if stop.is_set():
-                abort(context, grpc.StatusCode.UNAVAILABLE, "server shutting down", "SHUTTING_DOWN")
+                abort(context, Reason.SHUTTING_DOWN, "server shutting down")
             yield message
         if items:
             last_sent = time.monotonic()

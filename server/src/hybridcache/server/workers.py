@@ -5,7 +5,8 @@ children with the same environment. Each child is a full replica (its own cache,
 subscription and hub) and binds the same port with SO_REUSEPORT, so the kernel spreads
 *connections* (not calls) across them. Worker i serves /metrics on METRICS_PORT + i.
 
-SIGTERM / SIGINT go to every child (each drains gracefully). When a child exits on its own
+SIGTERM / SIGINT go to every child (each drains gracefully); a child still running after
+HYBRIDCACHE_DRAIN_S + HYBRIDCACHE_GRACE_S + 5 s is killed. When a child exits on its own
 the supervisor stops the others and exits with that status: the process manager (Kubernetes,
 systemd) restarts the whole set, rather than this module growing a restart policy.
 
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -30,7 +32,7 @@ log = logging.getLogger("hybridcache.workers")
 
 WORKER_ENV = "_HYBRIDCACHE_WORKER_INDEX"  # set in children: run as a worker, never supervise
 _POLL_S = 0.2  # how often the supervisor looks for a child that exited on its own
-_KILL_AFTER_S = 5.0  # beyond the grace period
+_KILL_AFTER_S = 5.0  # beyond the drain and grace periods
 
 
 def worker_argv() -> list[str]:
@@ -67,10 +69,14 @@ def supervise(settings: Settings) -> int:
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+    # Each child drains (NOT_SERVING while still taking calls), then gives calls in flight the
+    # grace period: one deadline for all of them covers both, and a margin, before any kill.
+    deadline = time.monotonic() + settings.drain_s + settings.grace_s + _KILL_AFTER_S
     for child in children:
         try:
-            child.wait(settings.grace_s + _KILL_AFTER_S)
+            child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            log.warning("worker pid %d still running after drain + grace; killing it", child.pid)
             child.kill()
             child.wait()
     return status

@@ -1,8 +1,9 @@
 """The Wrapper's HTTP API, as the cache core's `WrapperSource` (httpx, synchronous).
 
-Why sync `httpx.Client`: measured here about twice as fast as `AsyncClient` under
-concurrency (DESIGN.md §7), and the gRPC server is the sync one, so each RPC thread makes
-its own blocking call on a shared connection pool.
+Why sync `httpx.Client`: measured about twice as fast as `AsyncClient` under concurrency
+on a host of this class (docs/BENCHMARKS.md, "Measurements made before `make bench`"), and
+the gRPC server is the sync one, so each RPC thread makes its own blocking call on a shared
+connection pool.
 
 Every call is bounded by the caller's absolute deadline (`time.monotonic()` clock): each
 attempt's timeout is the smaller of `timeout_s` and the time left, and retries (only for
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server import codec, wrapper_urls
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
@@ -105,7 +107,7 @@ class WrapperClient:
             return codec.parse_item(kind, body)
         except ValueError as exc:
             raise WrapperUnavailable(
-                f"the Wrapper sent a malformed {kind} item: {exc}", reason="WRAPPER_BAD_RESPONSE"
+                f"the Wrapper sent a malformed {kind} item: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
             ) from None
 
     def fetch_snapshot(self, tenant_id: str, kind: Kind, deadline: float | None) -> Snapshot:
@@ -118,7 +120,7 @@ class WrapperClient:
                 deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
             if not slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise WrapperUnavailable(
-                    "too many snapshot loads in progress; none finished in time", reason="WRAPPER_BUSY"
+                    "too many snapshot loads in progress; none finished in time", reason=Reason.WRAPPER_BUSY
                 )
             try:
                 body = self._get(path, deadline, what=f"snapshot:{kind}")
@@ -135,7 +137,7 @@ class WrapperClient:
                 items[codec.key_of(kind, value)] = value
         except (KeyError, TypeError, ValueError) as exc:
             raise WrapperUnavailable(
-                f"the Wrapper sent a malformed {kind} snapshot: {exc}", reason="WRAPPER_BAD_RESPONSE"
+                f"the Wrapper sent a malformed {kind} snapshot: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
             ) from None
         if self._on_snapshot is not None:
             self._on_snapshot(tenant_id)
@@ -179,16 +181,18 @@ class WrapperClient:
             left = deadline - time.monotonic()
             if left < _MIN_ATTEMPT_S:
                 raise WrapperUnavailable(
-                    "deadline exceeded before the Wrapper answered", reason="WRAPPER_DEADLINE"
+                    "deadline exceeded before the Wrapper answered", reason=Reason.WRAPPER_DEADLINE
                 )
             started = time.monotonic()
             try:
                 response = self._http.get(url, timeout=min(self._timeout_s, left))
             except httpx.TimeoutException:
-                failure = WrapperUnavailable("the Wrapper did not answer in time", reason="WRAPPER_TIMEOUT")
+                failure = WrapperUnavailable(
+                    "the Wrapper did not answer in time", reason=Reason.WRAPPER_TIMEOUT
+                )
             except httpx.TransportError as exc:
                 failure = WrapperUnavailable(
-                    f"cannot reach the Wrapper ({type(exc).__name__})", reason="WRAPPER_UNREACHABLE"
+                    f"cannot reach the Wrapper ({type(exc).__name__})", reason=Reason.WRAPPER_UNREACHABLE
                 )
             else:
                 status = response.status_code
@@ -198,7 +202,7 @@ class WrapperClient:
                         return response.json()
                     except ValueError:
                         raise WrapperUnavailable(
-                            "the Wrapper sent a body that is not JSON", reason="WRAPPER_BAD_RESPONSE"
+                            "the Wrapper sent a body that is not JSON", reason=Reason.WRAPPER_BAD_RESPONSE
                         ) from None
                 if status == 404:
                     self._observe(what, started, ok=True)
@@ -207,9 +211,11 @@ class WrapperClient:
                     self._observe(what, started, ok=False)
                     raise WrapperUnavailable(
                         f"the Wrapper refused the request (HTTP {status})",
-                        reason="WRAPPER_REJECTED" if status in (401, 403) else "WRAPPER_ERROR",
+                        reason=Reason.WRAPPER_REJECTED if status in (401, 403) else Reason.WRAPPER_ERROR,
                     )
-                failure = WrapperUnavailable(f"the Wrapper failed (HTTP {status})", reason="WRAPPER_ERROR")
+                failure = WrapperUnavailable(
+                    f"the Wrapper failed (HTTP {status})", reason=Reason.WRAPPER_ERROR
+                )
             self._observe(what, started, ok=False)
             attempt += 1
             if attempt > self._retries:
@@ -236,5 +242,5 @@ def _not_found(response: httpx.Response) -> NotFound:
     except ValueError:
         code = "not_found"
     if code == "tenant_not_found":
-        return NotFound("unknown tenant", reason="TENANT_NOT_FOUND")
-    return NotFound("not found", reason="NOT_FOUND")
+        return NotFound("unknown tenant", reason=Reason.TENANT_NOT_FOUND)
+    return NotFound("not found", reason=Reason.NOT_FOUND)

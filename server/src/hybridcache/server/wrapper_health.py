@@ -32,12 +32,13 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import WrapperUnavailable
 
-KNOWN_DOWN_REASON = "WRAPPER_KNOWN_DOWN"
+KNOWN_DOWN_REASON = Reason.WRAPPER_KNOWN_DOWN
 # WrapperUnavailable reasons that say the Wrapper itself is unwell (not the caller or config).
 UNHEALTHY_REASONS = frozenset(
-    {"WRAPPER_TIMEOUT", "WRAPPER_UNREACHABLE", "WRAPPER_ERROR", "WRAPPER_BAD_RESPONSE"}
+    {Reason.WRAPPER_TIMEOUT, Reason.WRAPPER_UNREACHABLE, Reason.WRAPPER_ERROR, Reason.WRAPPER_BAD_RESPONSE}
 )
 
 

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import InvalidRequest
 
 
@@ -29,7 +30,7 @@ class UnsafeWrapperPath(InvalidRequest):
     """An id that would change the Wrapper path, or a path the HTTP client would rewrite."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, reason="FIELD_INVALID")
+        super().__init__(message, reason=Reason.FIELD_INVALID)
 
 
 def segment(value: str) -> str:

@@ -126,7 +126,9 @@ def _worker_main(conn: Connection) -> None:
         if channel is None:
             channel = channels[job.call.target] = grpc.insecure_channel(job.call.target)
             grpc.channel_ready_future(channel).result(timeout=10)
-        stubs = [channel.unary_unary(m) for m in (job.call.methods or (job.call.method,))]
+        stubs: list[grpc.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            channel.unary_unary(m) for m in (job.call.methods or (job.call.method,))
+        ]
         results: list[_Result] = [_Result() for _ in range(job.threads)]
         cpu_before = time.process_time()
         threads = [

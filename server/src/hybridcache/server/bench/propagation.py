@@ -160,7 +160,8 @@ def _watch_request() -> bytes:
 def _applied_latencies(target: str, sent: dict[int, int]) -> list[int]:
     """publish -> applied (ns) of this run's events, from the server's own timestamps."""
     with grpc.insecure_channel(target) as channel:
-        applied = json.loads(channel.unary_unary(APPLIED_METHOD)(b"", timeout=10))
+        take_applied: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(APPLIED_METHOD)
+        applied = json.loads(take_applied(b"", timeout=10))
     out = []
     for event_id, applied_ns in applied.items():
         sent_ns = sent.get(int(event_id[len(EVENT_ID_PREFIX) :]))

@@ -38,7 +38,9 @@ def bench_handler(applied: dict[str, int] | None = None) -> Any:
     call, and forgets them (see `_record_applied`)."""
     import grpc  # noqa: PLC0415
 
-    methods = {"Empty": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")}
+    methods: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
+        "Empty": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+    }
     if applied is not None:
 
         def take_applied(request: bytes, context: Any) -> bytes:

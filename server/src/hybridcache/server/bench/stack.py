@@ -90,7 +90,7 @@ def call_each(target: str, method: str, requests: tuple[bytes, ...], *, timeout_
     """Call `method` once with each request (to warm a cache); returns how many failed."""
     failed = 0
     with grpc.insecure_channel(target) as channel:
-        stub = channel.unary_unary(method)
+        stub: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
         futures = []
         for request in requests:
             futures.append(stub.future(request, timeout=timeout_s))

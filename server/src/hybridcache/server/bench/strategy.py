@@ -120,7 +120,7 @@ class _Prober(threading.Thread):
                             json.loads(json.dumps(v)).rstrip("0").rstrip(".")
                         )
 
-                    stub = cost
+                    stub: grpc.UnaryUnaryMultiCallable[Any, Any] = cost
                 else:
                     value = f"Bench Title {turn}"
                     http.patch(f"/admin/tenants/{tenant}/users/user-1/profile", json={"title": value})

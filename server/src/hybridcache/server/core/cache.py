@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import InvalidRequest, NotFound
 from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.core.permissions import Grants, PermissionDecision, PermissionReason, decide
@@ -43,7 +44,6 @@ __all__ = [
     "Source",
 ]
 
-_TENANT_NOT_FOUND = "TENANT_NOT_FOUND"  # NotFound.reason for an unknown tenant (core and Wrapper client)
 
 Reader = Callable[[str, Kind, str, float | None], Read]
 
@@ -103,7 +103,7 @@ class HybridCache:
     def _tier(self, kind: Kind) -> Tier:
         policy = self._policies.get(kind)
         if policy is None:
-            raise InvalidRequest(f"kind {kind} is not configured", reason="KIND_NOT_CONFIGURED")
+            raise InvalidRequest(f"kind {kind} is not configured", reason=Reason.KIND_NOT_CONFIGURED)
         return policy.tier
 
     # --- reads
@@ -114,7 +114,7 @@ class HybridCache:
         miss, NOT_FOUND remembered, stale served within max_stale_s when the Wrapper is down."""
         reader = self._readers.get(kind)
         if reader is None:
-            raise InvalidRequest(f"kind {kind} is not configured", reason="KIND_NOT_CONFIGURED")
+            raise InvalidRequest(f"kind {kind} is not configured", reason=Reason.KIND_NOT_CONFIGURED)
         return reader(tenant_id, kind, key, deadline)
 
     def get_many(
@@ -129,7 +129,7 @@ class HybridCache:
             try:
                 found[key] = self.get(tenant_id, kind, key, deadline)
             except NotFound as exc:
-                if exc.reason == _TENANT_NOT_FOUND:
+                if exc.reason is Reason.TENANT_NOT_FOUND:
                     raise
                 missing.append(key)
         return found, missing
@@ -145,7 +145,7 @@ class HybridCache:
         try:
             read = self.get(tenant_id, Kind.USER_STATUS, user_id, deadline)
         except NotFound as exc:
-            if exc.reason == _TENANT_NOT_FOUND:
+            if exc.reason is Reason.TENANT_NOT_FOUND:
                 raise
             return decide(None, lambda _: None, permission, 0.0)
         status = read.value
@@ -178,7 +178,7 @@ class HybridCache:
         for kind in kinds:
             if self._tier(kind) is not Tier.REPLICA:
                 raise InvalidRequest(
-                    f"kind {kind} is not replicated by this server", reason="KIND_NOT_REPLICATED"
+                    f"kind {kind} is not replicated by this server", reason=Reason.KIND_NOT_REPLICATED
                 )
         return self._replica.view(tenant_id, kinds)
 

@@ -44,6 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import CacheError, NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind, WhenWrapperDown
 from hybridcache.server.core.policy import KindPolicy
@@ -83,7 +84,7 @@ def _names(value: Value | None) -> tuple[str, ...]:
 
 
 def _not_found(kind: Kind) -> NotFound:
-    return NotFound(f"no {kind} with that key", reason="NOT_FOUND")
+    return NotFound(f"no {kind} with that key", reason=Reason.NOT_FOUND)
 
 
 class ReferenceCache:

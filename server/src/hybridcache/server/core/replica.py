@@ -46,6 +46,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.permissions import Grants, PermissionDecision, decide
@@ -172,7 +173,7 @@ class ReplicaSet:
             if stale is not None:
                 tenant.counters[kind].stale += 1
                 return Read(stale.value, Source.STALE, self._clock() - stale.stored_at, stale.value.version)
-        raise NotFound(f"no {kind} with that key", reason="NOT_FOUND")
+        raise NotFound(f"no {kind} with that key", reason=Reason.NOT_FOUND)
 
     # --- loading
 
@@ -185,7 +186,7 @@ class ReplicaSet:
             until = self._unknown.get(tenant_id)
             if until is not None:
                 if now < until:
-                    raise NotFound("unknown tenant", reason="TENANT_NOT_FOUND")
+                    raise NotFound("unknown tenant", reason=Reason.TENANT_NOT_FOUND)
                 del self._unknown[tenant_id]
             flight, leader = self._loads.join_or_start(tenant_id)
             if leader:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar, cast
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import CacheError, WrapperUnavailable
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ class Flight(Generic[T]):
                 remaining = deadline - clock() - _WAKE_EARLY_S
                 if remaining <= 0 or not self._done.wait(remaining):
                     raise WrapperUnavailable(
-                        "deadline exceeded waiting for the Wrapper", reason="WRAPPER_DEADLINE"
+                        "deadline exceeded waiting for the Wrapper", reason=Reason.WRAPPER_DEADLINE
                     )
         error = self._error
         if error is not None:
@@ -67,7 +68,7 @@ class Flight(Generic[T]):
             # would collect all their tracebacks.
             if isinstance(error, CacheError):
                 raise copy.copy(error) from error
-            raise WrapperUnavailable("the Wrapper fetch failed", reason="WRAPPER_ERROR") from error
+            raise WrapperUnavailable("the Wrapper fetch failed", reason=Reason.WRAPPER_ERROR) from error
         return cast(T, self._result)
 
 

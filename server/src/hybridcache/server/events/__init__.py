@@ -1,4 +1,4 @@
-"""Change notifications: the Redis reader that keeps the cache current (DESIGN §4.1).
+"""Change notifications: the Redis reader that keeps the cache current (docs/GUARANTEES.md §1).
 
     Redis ──► RedisSubscriber / RedisStreamReader ──► decode ──► EventIngestor ──► cache.apply
                  (reader thread)                                     │   └─► on_change(ChangeNotice)
