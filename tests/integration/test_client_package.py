@@ -946,7 +946,10 @@ print(answer.credit_cost.cost.value, answer.provenance.version, reason)
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in requirements}
+    """The hard dependencies' names (an optional extra's, marked `extra == "..."`, left out)."""
+    return {
+        re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in requirements if "extra ==" not in r
+    }
 
 
 @pytest.mark.timeout(300)
@@ -1023,3 +1026,4 @@ def test_the_wheel_installs_alone_and_calls_the_server(
 
 def test_requirement_names() -> None:
     assert _requirement_names(["grpcio<2,>=1.85.1", "protobuf (>=7)"]) == {"grpcio", "protobuf"}
+    assert _requirement_names(['opentelemetry-api<2,>=1.20; extra == "tracing"']) == set()
