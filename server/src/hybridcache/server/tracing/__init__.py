@@ -5,7 +5,7 @@
 
 Off, nothing of OpenTelemetry is imported or installed: the server gets the same interceptors,
 cache and Wrapper source objects as without this module, so the hit path pays nothing. On
-(`hybridcache[tracing]`; `spans.py`), `Tracing` hands `app.py` wrapped versions of the same
+(`hybridcache-server[tracing]`; `spans.py`), `Tracing` hands `app.py` wrapped versions of the same
 parts. Everything else (endpoint, protocol, sampler, batch sizes, resource attributes) is the
 SDK's own OTEL_* configuration. docs/OPERATIONS.md ("Tracing") lists the spans, attributes
 and events.
@@ -68,6 +68,6 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Tracing:
     except ImportError as exc:
         raise RuntimeError(
             f"{_EXPORTERS_VAR} asks for tracing but OpenTelemetry is not installed "
-            f"(pip install 'hybridcache[tracing]'): {exc}"
+            f"(pip install 'hybridcache-server[tracing]'): {exc}"
         ) from None
     return OtelTracing(provider_from_environment(exporters))
