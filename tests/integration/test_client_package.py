@@ -947,9 +947,7 @@ print(answer.credit_cost.cost.value, answer.provenance.version, reason)
 
 def _requirement_names(requirements: list[str]) -> set[str]:
     """The hard dependencies' names (an optional extra's, marked `extra == "..."`, left out)."""
-    return {
-        re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in requirements if "extra ==" not in r
-    }
+    return {re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in requirements if "extra ==" not in r}
 
 
 @pytest.mark.timeout(300)

@@ -26,6 +26,8 @@ from hybridcache.server.readiness import wait_serving
 from hybridcache.server.redis_process import RedisProcess
 from hybridcache.server.tracing import Tracing, from_environment
 from hybridcache.server.tracing.spans import EVENT_ATTRIBUTES, SPAN_ATTRIBUTES, OtelTracing, route_of
+from hybridcache.v1 import hybridcache_pb2 as pb
+from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 
@@ -43,8 +45,11 @@ SECRETS = ("user-1", "Ada", "ada@", WRAPPER_TOKEN, "crm.leads.create")
 
 
 class Traced:
-    def __init__(self, service: Service, exporter: InMemorySpanExporter, provider: TracerProvider) -> None:
+    def __init__(
+        self, service: Service, exporter: InMemorySpanExporter, provider: TracerProvider, wrapper_url: str
+    ) -> None:
         self.service = service
+        self.wrapper_url = wrapper_url
         self.exporter = exporter
         self.tracer = provider.get_tracer("test-caller")
 
@@ -70,12 +75,18 @@ def traced(dev_wrapper: Any, redis_server: RedisProcess) -> Iterator[Traced]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     settings = service_settings(
-        dev_wrapper.url, redis_server.url, tenants=["acme"], kind_policies={"user-profiles": {"ttl_s": 60}}
+        dev_wrapper.url,
+        redis_server.url,
+        tenants=["acme"],
+        kind_policies={
+            "user-profiles": {"ttl_s": 60},
+            "org-units": {"ttl_s": 1.0, "refresh_ahead": 0.0},  # expires within a test
+        },
     )
     service = create_service(settings, tracing=OtelTracing(provider))
     try:
         wait_serving(f"127.0.0.1:{service.port}")
-        yield Traced(service, exporter, provider)
+        yield Traced(service, exporter, provider, dev_wrapper.url)
     finally:
         service.stop(0, drain_s=0)
         logs.set_trace_id_source(None)
@@ -157,6 +168,47 @@ def test_concurrent_misses_show_one_fetch_and_one_single_flight_wait(
     assert spans
     events = sorted(e.name for s in traced.named("hybridcache.v1.HybridCache/GetOrgUnit") for e in s.events)
     assert events == ["cache.miss", "cache.singleflight_wait"]
+
+
+def test_a_stale_answer_is_an_event_and_the_failed_fetch_an_error_span(
+    traced: Traced, client: HybridCacheClient, dev_wrapper: Any
+) -> None:
+    client.get_org_unit("acme", "org-sales")  # stored, expires after 1 s
+    faults = httpx.put(
+        f"{dev_wrapper.url}/admin/faults", headers=dev_wrapper.headers, json={"failStatus": 503}, timeout=10
+    )
+    assert faults.status_code == 200, faults.text
+    try:
+        wait_for(
+            lambda: client.get_org_unit("acme", "org-sales").provenance.source == pb.SOURCE_STALE,
+            timeout=15,
+            what="a stale answer once the entry expired with the Wrapper failing",
+        )
+    finally:
+        httpx.delete(f"{dev_wrapper.url}/admin/faults", headers=dev_wrapper.headers, timeout=10)
+    stale = traced.rpc("GetOrgUnit")
+    assert [event.name for event in stale.events] == ["cache.stale"]
+    assert stale.status.is_ok  # an answer was served
+    (fetch,) = [s for s in traced.children(stale) if s.name == "hybridcache.fetch_item"]
+    assert fetch.status.status_code is trace.StatusCode.ERROR
+    assert fetch.status.description == "WRAPPER_ERROR"
+    assert len(traced.children(fetch)) == 3  # the first attempt and two retries, each an HTTP span
+
+
+def test_a_watch_stream_is_one_span_in_the_callers_trace(traced: Traced) -> None:
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{traced.service.port}") as channel,
+        traced.tracer.start_as_current_span("caller") as caller,
+    ):
+        stream = pb_grpc.HybridCacheStub(channel).WatchChanges(
+            pb.WatchChangesRequest(tenant_ids=["acme"]), metadata=with_trace_context(()), timeout=20
+        )
+        next(stream)  # the first message confirms the subscription
+        stream.cancel()
+    span = traced.rpc("WatchChanges")
+    assert span.context.trace_id == caller.get_span_context().trace_id
+    assert span.attributes is not None
+    assert span.attributes["rpc.grpc.status_code"] == 1  # CANCELLED, by the caller
 
 
 def test_snapshot_loads_are_spans_with_the_http_call_inside(traced: Traced) -> None:

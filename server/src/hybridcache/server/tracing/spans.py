@@ -256,7 +256,9 @@ class ServerSpans(grpc.ServerInterceptor):  # type: ignore[misc]
                 except BaseException:
                     _end(span, context.code() or grpc.StatusCode.UNKNOWN)
                     raise
-                _end(span, context.code() or grpc.StatusCode.OK)
+                # A stream the caller cancelled ends quietly (the handler sees it inactive and returns).
+                ended = grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
+                _end(span, context.code() or ended)
 
         return behavior
 
