@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -63,11 +63,19 @@ def timed(stub: pb_grpc.HybridCacheStub, calls: int) -> list[float]:
     return out
 
 
+class _Metadatum(NamedTuple):  # as grpc hands metadata to handlers
+    key: str
+    value: str
+
+
 class _Context:
     """What the gate, the tracing interceptor and the servicer ask of a ServicerContext."""
 
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("user-agent", "grpc-python/1.85"),)
+    def invocation_metadata(self) -> tuple[_Metadatum, ...]:
+        return (_Metadatum("user-agent", "grpc-python/1.85"),)
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
 
     def time_remaining(self) -> float:
         return 5.0
@@ -79,7 +87,10 @@ class _Context:
 def handler_of(service: Any) -> Callable[[], Any]:
     """One GetCreditCost call as the server makes it: intercept_service down the chain, then
     the resulting handler's behaviour."""
-    capture = _TableCapture()
+    try:
+        capture = _TableCapture(SERVICE_NAME)  # type: ignore[call-arg]
+    except TypeError:  # a tree from before the capture took the service's name
+        capture = _TableCapture()  # type: ignore[call-arg]
     pb_grpc.add_HybridCacheServicer_to_server(service.servicer, capture)
     base = capture.handlers["GetCreditCost"]
     tracing = getattr(service, "tracing", None)
