@@ -260,7 +260,9 @@ def test_off_by_default_and_on_when_asked() -> None:
     assert type(from_environment({"OTEL_TRACES_EXPORTER": "none"})) is Tracing
     assert type(from_environment({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"})) is Tracing
     try:
-        assert type(from_environment({"OTEL_TRACES_EXPORTER": "console"})) is OtelTracing
+        console = from_environment({"OTEL_TRACES_EXPORTER": "console"})
+        assert type(console) is OtelTracing
+        console.shutdown()  # its batch thread
         with pytest.raises(ValueError, match="unknown exporter 'zipkin'"):
             from_environment({"OTEL_TRACES_EXPORTER": "zipkin"})
     finally:
