@@ -105,7 +105,14 @@ def handler_of(service: Any) -> Callable[[], Any]:
     top = continuation_for(0)
     request = pb.GetCreditCostRequest(tenant_id="acme", operation_code="crm.leads.create")
     context = _Context()
-    return lambda: top(details).unary_unary(request, context)
+
+    def call() -> Any:
+        handler = top(details)
+        if handler.unary_unary is not None:
+            return handler.unary_unary(request, context)
+        return handler.stream_unary(iter((request,)), context)  # the gate re-shapes admitted calls
+
+    return call
 
 
 def timed_handler(call: Callable[[], Any], calls: int) -> list[float]:
