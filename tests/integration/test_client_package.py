@@ -949,7 +949,8 @@ print(answer.credit_cost.cost.value, answer.provenance.version, reason)
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in requirements}
+    """The hard dependencies' names (an optional extra's, marked `extra == "..."`, left out)."""
+    return {re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in requirements if "extra ==" not in r}
 
 
 def _declared_floors() -> dict[str, str]:
@@ -1068,3 +1069,4 @@ def test_the_client_admits_protobuf_5_so_consumers_need_not_be_on_the_newest() -
 
 def test_requirement_names() -> None:
     assert _requirement_names(["grpcio<2,>=1.85.1", "protobuf (>=7)"]) == {"grpcio", "protobuf"}
+    assert _requirement_names(['opentelemetry-api<2,>=1.20; extra == "tracing"']) == set()

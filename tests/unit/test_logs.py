@@ -135,3 +135,32 @@ def test_console_mode_renders_through_the_chain(stdout: io.StringIO) -> None:
     assert "rpc" in line
     assert "GetCreditCost" in line
     assert not line.startswith("{")
+
+
+def test_traced_line_is_the_line_the_chain_renders(stdout: io.StringIO) -> None:
+    """With tracing on, both paths end the line with the same trace_id key."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    logs.set_trace_id_source(lambda: trace_id)
+    try:
+        configure(stdout, "json", "info")
+        log_rpc("crm", "GetCreditCost", "OK", 0.25)
+        assert logs._only_handler(logging.getLogger("hybridcache.rpc")) is logs._json_handler  # fast path
+        logging.getLogger("hybridcache.rpc").info(
+            "rpc",
+            extra={
+                "caller": "crm",
+                "method": "GetCreditCost",
+                "code": "OK",
+                "duration_ms": 0.25,
+                "trace_id": trace_id,
+            },
+        )
+        logs.set_trace_id_source(lambda: "")  # no span current: no key at all
+        log_rpc("crm", "GetCreditCost", "OK", 0.25)
+    finally:
+        logs.set_trace_id_source(None)
+    fast, chain, untraced = lines(stdout)
+    assert list(json.loads(fast)) == [*FIELDS, "trace_id"]
+    assert json.loads(fast)["trace_id"] == trace_id
+    assert re.sub(ISO_UTC, "T", fast) == re.sub(ISO_UTC, "T", chain)
+    assert list(json.loads(untraced)) == FIELDS

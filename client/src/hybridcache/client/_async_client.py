@@ -12,6 +12,7 @@ from hybridcache.client._async_watch import AsyncWatchStream
 from hybridcache.client._channel import Target, create_aio_channel
 from hybridcache.client._client import watch_request
 from hybridcache.client._config import ClientConfig, call_metadata
+from hybridcache.client._trace_context import with_trace_context
 from hybridcache.client._watch import ProgressCallback, ResyncCallback
 from hybridcache.client.errors import from_rpc_error
 from hybridcache.v1 import hybridcache_pb2 as pb
@@ -42,7 +43,7 @@ class AsyncHybridCacheClient:
             return await method(
                 request,
                 timeout=self.config.default_timeout if timeout is None else timeout,
-                metadata=self._metadata,
+                metadata=with_trace_context(self._metadata),
                 wait_for_ready=self.config.wait_for_ready,
             )
         except grpc.RpcError as error:
@@ -113,7 +114,7 @@ class AsyncHybridCacheClient:
     ) -> AsyncWatchStream:
         """As `HybridCacheClient.watch`, for `async for`; callbacks may be coroutines."""
         stream = AsyncWatchStream(
-            lambda request: self._stub.WatchChanges(request, metadata=self._metadata),
+            lambda request: self._stub.WatchChanges(request, metadata=with_trace_context(self._metadata)),
             watch_request(tenant_ids, kinds, key_prefix),
             config=self.config.watch,
             resume_token=resume_token,

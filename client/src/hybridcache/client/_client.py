@@ -10,6 +10,7 @@ import grpc
 
 from hybridcache.client._channel import Target, create_channel
 from hybridcache.client._config import ClientConfig, call_metadata
+from hybridcache.client._trace_context import with_trace_context
 from hybridcache.client._watch import ProgressCallback, ResyncCallback, WatchStream
 from hybridcache.client.errors import from_rpc_error
 from hybridcache.v1 import hybridcache_pb2 as pb
@@ -55,7 +56,7 @@ class HybridCacheClient:
                 method(
                     request,
                     timeout=self.config.default_timeout if timeout is None else timeout,
-                    metadata=self._metadata,
+                    metadata=with_trace_context(self._metadata),
                     wait_for_ready=self.config.wait_for_ready,
                 ),
             )
@@ -159,7 +160,7 @@ class HybridCacheClient:
         silent for `config.watch.idle_timeout` is reopened. Close it (or use `with`).
         """
         stream = WatchStream(
-            lambda request: self._stub.WatchChanges(request, metadata=self._metadata),
+            lambda request: self._stub.WatchChanges(request, metadata=with_trace_context(self._metadata)),
             watch_request(tenant_ids, kinds, key_prefix),
             config=self.config.watch,
             resume_token=resume_token,

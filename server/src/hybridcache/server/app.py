@@ -46,6 +46,8 @@ from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_servic
 from hybridcache.server.servicer import HybridCacheServicer
 from hybridcache.server.snapshot import SnapshotLister
 from hybridcache.server.telemetry import register_collectors
+from hybridcache.server.tracing import Tracing
+from hybridcache.server.tracing import from_environment as tracing_from_environment
 from hybridcache.server.watch import serve_watch
 from hybridcache.server.wrapper_client import WrapperClient
 from hybridcache.server.wrapper_health import WrapperHealth
@@ -67,10 +69,17 @@ def policies_from(settings: Settings) -> Mapping[Kind, KindPolicy]:
 class Service:
     """One running hybridcache server. `stop()` is graceful and idempotent."""
 
-    def __init__(self, settings: Settings, *, extra_handlers: Sequence[grpc.GenericRpcHandler] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+        tracing: Tracing | None = None,
+    ) -> None:
         # extra_handlers: more services on the same server, behind the same gate (the
         # benchmark's empty RPC, `hybridcache.server.bench`); none in production.
         self.settings = settings
+        self.tracing = tracing_from_environment() if tracing is None else tracing  # OTEL_*: off by default
         self.stopping = threading.Event()
         self.metrics = Metrics()
         self.synced_at: dict[str, float] = {}  # tenant -> wall time of its last snapshot load
@@ -93,7 +102,7 @@ class Service:
         # Background refreshes (stale-while-revalidate) run here, off the RPC threads.
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hybridcache-refresh")
         self.cache = HybridCache(
-            self.wrapper,
+            self.tracing.instrument_wrapper(self.wrapper),
             policies_from(settings),
             max_reference_entries=settings.max_reference_entries,
             submit=self._background.submit,
@@ -124,7 +133,7 @@ class Service:
         )
         # WatchChanges is registered apart (below): its messages leave pre-serialized.
         self.servicer = HybridCacheServicer(
-            self.cache,
+            self.tracing.traced_cache(self.cache),
             freshness=self.freshness,
             stats_extra=self._stats_extra,
             repairing=self.feed.ingestor.worker.pending,  # keys awaiting a refetch: REPAIRING
@@ -142,7 +151,9 @@ class Service:
             health=settings.health_workers,
         )
         self.message_watch = MessageWatch(on_timeout=self.metrics.request_message_timeouts.inc)
-        self.server = _grpc_server(settings, self._gate(extra_handlers), self.lanes.refusal.pool)
+        self.server = _grpc_server(
+            settings, [*self.tracing.interceptors(), self._gate(extra_handlers)], self.lanes.refusal.pool
+        )
         add_hybridcache_service(self.server, self.servicer, watch, on_malformed=self._count_malformed_request)
         self.server.add_generic_rpc_handlers(tuple(extra_handlers))
         add_parsing_service(  # a garbage health request: INVALID_ARGUMENT, not INTERNAL
@@ -315,9 +326,12 @@ class Service:
         self.lanes.shutdown()
         self._background.shutdown(wait=False, cancel_futures=True)
         self.wrapper.close()
+        self.tracing.shutdown()
 
 
-def _grpc_server(settings: Settings, gate: Gate, pool: ThreadPoolExecutor) -> grpc.Server:
+def _grpc_server(
+    settings: Settings, interceptors: Sequence[grpc.ServerInterceptor], pool: ThreadPoolExecutor
+) -> grpc.Server:
     # `pool` runs only what no lane claims (nothing registered today): the gate puts every
     # call on its lane's own pool.
     return grpc.server(
@@ -337,7 +351,7 @@ def _grpc_server(settings: Settings, gate: Gate, pool: ThreadPoolExecutor) -> gr
         ],
         # No maximum_concurrent_rpcs: it counts every call together, so a flood would refuse
         # health probes too; the gate's lanes bound each kind of call instead.
-        interceptors=[gate],
+        interceptors=list(interceptors),
     )
 
 
@@ -377,6 +391,11 @@ def _service_of(handler: grpc.GenericRpcHandler) -> str:
     return name
 
 
-def create_service(settings: Settings, *, extra_handlers: Sequence[grpc.GenericRpcHandler] = ()) -> Service:
+def create_service(
+    settings: Settings,
+    *,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    tracing: Tracing | None = None,
+) -> Service:
     """Build and start a service; `service.port` is the bound port (settings.port 0: a free one)."""
-    return Service(settings, extra_handlers=extra_handlers).start()
+    return Service(settings, extra_handlers=extra_handlers, tracing=tracing).start()

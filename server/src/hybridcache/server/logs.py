@@ -24,7 +24,7 @@ import re
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
@@ -49,8 +49,18 @@ _RPC_LINE = (
     '{"event": "rpc", "level": "info", "logger": "hybridcache.rpc", "timestamp": "%s", '
     '"caller": %s, "method": %s, "code": %s, "duration_ms": %r}'
 )
+# With tracing on, the line also carries the RPC's trace id, as its last key.
+_RPC_LINE_TRACED = _RPC_LINE[:-1] + ', "trace_id": %s}'
 _UTC = datetime.UTC
 _now = datetime.datetime.now
+
+# The current trace id ("" when none), set by tracing when it is on (hybridcache.server.tracing).
+_trace_id: Callable[[], str] | None = None
+
+
+def set_trace_id_source(source: Callable[[], str] | None) -> None:
+    global _trace_id  # noqa: PLW0603 (one tracing configuration per process, like the logging one)
+    _trace_id = source
 
 
 def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
@@ -98,9 +108,10 @@ def log_rpc(caller: str, method: str, code: str, duration_ms: float) -> None:
     """The gate's line per RPC, at INFO on the `hybridcache.rpc` logger."""
     if not _rpc_log.isEnabledFor(logging.INFO):
         return
+    trace_id = _trace_id() if _trace_id is not None else ""
     handler = _json_handler
     if handler is not None and _only_handler(_rpc_log) is handler and handler.formatter is _json_formatter:
-        line = _RPC_LINE % (
+        fields = (
             # structlog's TimeStamper(fmt="iso", utc=True), as the chain stamps other lines.
             _now(_UTC).isoformat().replace("+00:00", "Z"),
             encode_basestring_ascii(caller),
@@ -108,9 +119,17 @@ def log_rpc(caller: str, method: str, code: str, duration_ms: float) -> None:
             encode_basestring_ascii(code),
             duration_ms,
         )
+        line = (
+            _RPC_LINE_TRACED % (*fields, encode_basestring_ascii(trace_id))
+            if trace_id
+            else _RPC_LINE % fields
+        )
         if _write(handler, line):
             return
-    _rpc_log.info("rpc", extra={"caller": caller, "method": method, "code": code, "duration_ms": duration_ms})
+    extra: dict[str, object] = {"caller": caller, "method": method, "code": code, "duration_ms": duration_ms}
+    if trace_id:
+        extra["trace_id"] = trace_id
+    _rpc_log.info("rpc", extra=extra)
 
 
 def _write(handler: logging.StreamHandler[Any], line: str) -> bool:

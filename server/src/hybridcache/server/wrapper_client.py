@@ -98,6 +98,11 @@ class WrapperClient:
         """Whether the item endpoint of `kind` is known to be failing (its breaker is not closed)."""
         return self.health.known_down(f"item:{kind}")
 
+    @property
+    def http(self) -> httpx.Client:
+        """The pooled client (tracing instruments it: hybridcache.server.tracing)."""
+        return self._http
+
     # --- WrapperSource
 
     def fetch_item(self, tenant_id: str, kind: Kind, key: str, deadline: float | None) -> Value:

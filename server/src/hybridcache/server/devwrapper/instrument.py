@@ -27,24 +27,38 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 HANG_SECONDS = 3600.0  # far beyond any client timeout; ends early when the client leaves
 RECENT_PATHS = 1000  # raw request paths kept, newest last
 _UNMATCHED = "(unmatched)"
+TRACEPARENTS_KEPT = 100
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 class RequestStats:
     """Request counts per route template and per (route template, tenant), and the last
     RECENT_PATHS request paths exactly as they arrived (not decoded, not normalised), so a
-    test can see which path a client really asked for."""
+    test can see which path a client really asked for, and the W3C `traceparent` headers of
+    the last requests (so a test sees a trace reach the Wrapper)."""
 
     def __init__(self) -> None:
         self._by_route: Counter[str] = Counter()
         self._by_tenant: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._recent: deque[str] = deque(maxlen=RECENT_PATHS)
+        self._traceparents: deque[str] = deque(maxlen=TRACEPARENTS_KEPT)
 
-    def count(self, route: str, tenant: str | None, raw_path: bytes = b"") -> None:
+    def count(
+        self, route: str, tenant: str | None, raw_path: bytes = b"", traceparent: str | None = None
+    ) -> None:
         self._by_route[route] += 1
         if tenant is not None:
             self._by_tenant[route][tenant] += 1
         if raw_path:
             self._recent.append(raw_path.decode("latin-1"))
+        if traceparent is not None:
+            self._traceparents.append(traceparent)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -52,12 +66,14 @@ class RequestStats:
             "byTenant": {r: dict(sorted(c.items())) for r, c in sorted(self._by_tenant.items())},
             "total": sum(self._by_route.values()),
             "recentPaths": list(self._recent),
+            "traceparents": list(self._traceparents),
         }
 
     def reset(self) -> None:
         self._by_route.clear()
         self._by_tenant.clear()
         self._recent.clear()
+        self._traceparents.clear()
 
 
 @dataclass(frozen=True)
@@ -140,7 +156,8 @@ class ApiInstrumentation:
             await self.app(scope, receive, send)
             return
         route, tenant = self._route_of(scope)
-        self.stats.count(route, tenant, scope.get("raw_path") or path.encode("latin-1"))
+        raw_path = scope.get("raw_path") or path.encode("latin-1")
+        self.stats.count(route, tenant, raw_path, _header(scope, b"traceparent"))
         faults = self.faults.current
         if not faults.applies_to(route, tenant):
             await self.app(scope, receive, send)

@@ -180,6 +180,9 @@ class StatsBody(_Model):
     by_tenant: dict[str, dict[str, int]] = Field(description="per route template, per tenant")
     total: int
     recent_paths: list[str] = Field(description="the last /api request paths as received, oldest first")
+    traceparents: list[str] = Field(
+        description="W3C traceparent headers of the last 100 /api requests that had one"
+    )
 
 
 class FaultsBody(_Body):
