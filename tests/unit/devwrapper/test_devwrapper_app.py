@@ -326,7 +326,7 @@ def test_stats_count_api_requests_by_route_and_tenant() -> None:
         assert stats["byTenant"] == {profile: {"acme": 2, "globex": 1}}
         assert stats["total"] == 5
         reset = (await c.post("/admin/stats/reset", headers=AUTH)).json()
-        assert reset == {"requests": {}, "byTenant": {}, "total": 0, "recentPaths": []}
+        assert reset == {"requests": {}, "byTenant": {}, "total": 0, "recentPaths": [], "traceparents": []}
 
     run(scenario)
 
