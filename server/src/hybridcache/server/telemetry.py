@@ -120,6 +120,16 @@ def _collect(service: Service) -> Iterator[Any]:
         ["tenant"],
         [([tenant], now - at) for tenant, at in sorted(service.synced_at.items())],
     )
+    verified = service.verifier.stats
+    yield counter(
+        "hybridcache_antientropy",
+        "Anti-entropy: tenant-kinds compared with the Wrapper's digests, found different, buckets "
+        "re-read, keys repaired, passes cut short by a Wrapper failure.",
+        ["outcome"],
+        [(["compared"], verified.compared), (["mismatched"], verified.mismatched),
+         (["buckets_repaired"], verified.buckets_repaired), (["keys_repaired"], verified.keys_repaired),
+         (["failed_passes"], verified.failures)],
+    )  # fmt: skip
     hub = service.hub.stats()
     yield gauge("hybridcache_stream_subscribers", "Open WatchChanges subscriptions.", [],
                 [([], hub.subscribers)])  # fmt: skip

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from hybridcache.server import codec
+from hybridcache.server.core import digest as digests
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import canonical_decimal
 from hybridcache.server.devwrapper.seed import TenantSeed
@@ -316,6 +318,20 @@ class Store:
             "revision": revision,
             "items": [table.to_item(row) for row in rows],
         }
+
+    def digest(self, tenant_id: str, kind: Kind, bucket_count: int) -> tuple[int, digests.KindDigest]:
+        """(revision, digest) of a critical kind: the anti-entropy contract's canonical form
+        (core/digest.py), over the same items a snapshot serves."""
+        snapshot = self.snapshot(tenant_id, kind)
+        pairs = ((codec.key_of(kind, v), v) for v in (codec.parse_item(kind, i) for i in snapshot["items"]))
+        return snapshot["revision"], digests.digest_of(pairs, bucket_count)
+
+    def bucket_snapshot(self, tenant_id: str, kind: Kind, bucket_count: int, bucket: int) -> JsonObject:
+        """A snapshot of only the items whose keys fall in one digest bucket."""
+        body = self.snapshot(tenant_id, kind)
+        key_field = _TABLES[kind].key_field
+        body["items"] = [i for i in body["items"] if digests.bucket_of(i[key_field], bucket_count) == bucket]
+        return {**body, "bucketCount": bucket_count, "bucket": bucket}
 
     def item(self, tenant_id: str, kind: Kind, key: str) -> JsonObject:
         """One item as the item endpoint serves it; NotFoundError when absent or deleted."""
