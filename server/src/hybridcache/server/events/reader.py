@@ -7,6 +7,19 @@ connection fails. Any failure ends the session; the next one starts after a back
 live again). The thread survives everything: an unexpected exception is logged and
 treated like a lost connection.
 
+Why the backoff stops at 0.5 s by default (it was 5 s): after a Redis outage the reader's
+next attempt, not Redis, set how long answers stayed behind the Wrapper (up to the whole
+cap: 4.41 s p99 in docs/RELIABILITY.md scenario 1). An attempt against a Redis that is
+down is one refused TCP connection; 2-4 a second per instance is nothing to Redis.
+
+Fleet-scaled resync jitter. The resync after a gap waits a random delay so that a fleet
+that lost Redis together does not load every snapshot from the Wrapper at once; one
+instance alone has nobody to spread from. At each session start the reader counts the
+pub/sub clients with our client name on Redis (`CLIENT LIST TYPE pubsub`: the fleet, as
+far as this Redis sees it), keeps the largest count seen, and asks for a resync jitter
+of `count x jitter_per_instance_s` (capped by the configured resync jitter). Where
+CLIENT LIST is not allowed (an ACL), it asks for nothing and the configured jitter applies.
+
 Freshness is LIVE only while a session is live (subscribed / reading) AND no gap resync is
 outstanding; from a lost connection until the resync after the reconnect has finished,
 it is DEGRADED.
@@ -45,7 +58,7 @@ class EventSink(Protocol):
     def resync_outstanding(self) -> bool: ...
     def process(self, channel: bytes | str, data: bytes | str) -> object: ...
     def reject(self, reason: str) -> None: ...
-    def on_gap(self, reason: str) -> None: ...
+    def on_gap(self, reason: str, jitter_max_s: float | None = None) -> None: ...
 
 
 class DeadConnectionError(Exception):
@@ -62,7 +75,8 @@ class RedisReader:
         *,
         socket_options: SocketOptions,
         backoff_initial_s: float = 0.1,
-        backoff_max_s: float = 5.0,
+        backoff_max_s: float = 0.5,
+        jitter_per_instance_s: float = 0.05,
         log_interval_s: float = 60.0,
         open_handle: Callable[[str, SocketOptions], RedisHandle] = open_redis,
         rng: random.Random | None = None,
@@ -74,6 +88,8 @@ class RedisReader:
         self._backoff_max_s = backoff_max_s
         self._backoff_s = backoff_initial_s
         self._open_handle = open_handle
+        self._jitter_per_instance_s = jitter_per_instance_s
+        self._fleet_seen = 0  # the most instances seen subscribed at once (0: never counted)
         self._rng = rng or random.Random()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,6 +147,26 @@ class RedisReader:
 
     def _message_read(self) -> None:
         self._last_message_at = time.time()
+
+    def _count_fleet(self, handle: RedisHandle) -> None:
+        """Count the instances subscribed on this Redis (us included, once we are)."""
+        try:
+            clients = handle.client.client_list(_type="pubsub")
+        except redis.RedisError:
+            return  # not allowed (ACL) or not answered: the configured jitter applies
+        name = self.socket_options.client_name
+        others = sum(1 for c in clients if c.get("name") == name)
+        self._fleet_seen = max(self._fleet_seen, others + 1)
+
+    def gap_jitter_s(self) -> float | None:
+        """The resync jitter a gap should use (None: the configured one)."""
+        if not self._fleet_seen:
+            return None
+        return self._fleet_seen * self._jitter_per_instance_s
+
+    @property
+    def fleet_seen(self) -> int:
+        return self._fleet_seen
 
     def _session(self, handle: RedisHandle) -> None:
         """Connect, subscribe/position, read until stopped; raise when the connection fails."""
