@@ -70,13 +70,6 @@ def test_redis_killed_while_wrapper_changes(scale: Scale, figures: Figures) -> N
             load.stop()
         total_rate, total_failed, total = _critical_failures(history, started, time.monotonic())
     assert total_rate == 1.0, f"critical reads failed: {total_failed} of {total}"
-    # Generous for the few fast runs on a shared machine; the full variant's p99 is the claim.
-    bound = CONVERGENCE_BOUND_S if scale.name == "full" else 2 * CONVERGENCE_BOUND_S
-    t_p99 = summary(t_values)["p99"]
-    assert t_p99 <= bound, (
-        f"answers took {t_p99:.2f} s (p99 of {runs} runs) to equal the Wrapper after Redis came back, "
-        f"beyond {bound} s with the default reconnect backoff and resync jitter: {t_values}"
-    )
     figures.record(
         "1-redis-killed",
         scale.name,
@@ -88,6 +81,13 @@ def test_redis_killed_while_wrapper_changes(scale: Scale, figures: Figures) -> N
         critical_reads=total,
         critical_reads_during_outages=outage_reads,
         critical_success_rate=total_rate,
+    )
+    # Generous for the few fast runs on a shared machine; the full variant's p99 is the claim.
+    bound = CONVERGENCE_BOUND_S if scale.name == "full" else 2 * CONVERGENCE_BOUND_S
+    t_p99 = summary(t_values)["p99"]
+    assert t_p99 <= bound, (
+        f"answers took {t_p99:.2f} s (p99 of {runs} runs) to equal the Wrapper after Redis came back, "
+        f"beyond {bound} s with the default reconnect backoff and resync jitter: {t_values}"
     )
 
 
