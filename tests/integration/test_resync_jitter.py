@@ -1,5 +1,5 @@
-"""The resync jitter after a gap scales with the fleet the reader sees on Redis (reader.py),
-and reconnecting after an outage is quick (the backoff stops at 0.5 s)."""
+"""The resync jitter after a gap is the reader's place among the instances resubscribing
+(reader.py), and reconnecting after an outage is quick (the backoff stops at 0.5 s)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,13 @@ def test_jitter_grows_with_the_fleet_and_reconnect_is_prompt(own_redis: RedisPro
             reader.start()
             wait_for(lambda r=reader: r.live, timeout=10, what="a reader to subscribe")
         assert [s.gaps for s in sinks] == [
-            [pytest.approx(0.05)],
-            [pytest.approx(0.10)],
-            [pytest.approx(0.15)],
-        ], "each reader counts the instances already subscribed, itself included"
+            [pytest.approx(0.2)],
+            [pytest.approx(0.4)],
+            [pytest.approx(0.6)],
+        ], "each reader's jitter is its place among the instances subscribed, itself included"
+        with own_redis.client() as probe:
+            named = [c for c in probe.client_list() if c.get("name") == "hybridcache-events"]
+        assert len(named) == 3, f"one connection per reader once subscribed: {named}"
         own_redis.kill()
         wait_for(lambda: not any(r.live for r in readers), timeout=10, what="the readers to see Redis gone")
         time.sleep(3.0)  # an outage long enough for the old 5 s backoff to grow past 1 s
@@ -58,9 +61,12 @@ def test_jitter_grows_with_the_fleet_and_reconnect_is_prompt(own_redis: RedisPro
         wait_for(lambda: all(r.live for r in readers), timeout=10, what="every reader to resubscribe")
         took = time.monotonic() - back
         assert took < 1.0, f"resubscribing took {took:.2f} s after Redis came back (backoff cap 0.5 s)"
-        for sink in sinks:
-            assert sink.gaps[-1] >= sink.gaps[0], "the largest fleet seen is remembered"
-        assert sinks[-1].gaps[-1] == pytest.approx(0.15)
+        places = sorted(round(s.gaps[-1] / 0.2) for s in sinks if s.gaps[-1] is not None)
+        # After a shared restart the readers queue up, one slot each (two reconnecting in the
+        # same few milliseconds may share a place).
+        assert places[0] == 1, places
+        assert places[-1] >= 2, places
+        assert places[-1] <= 3, places
     finally:
         for reader in readers:
             reader.stop()

@@ -14,11 +14,15 @@ down is one refused TCP connection; 2-4 a second per instance is nothing to Redi
 
 Fleet-scaled resync jitter. The resync after a gap waits a random delay so that a fleet
 that lost Redis together does not load every snapshot from the Wrapper at once; one
-instance alone has nobody to spread from. At each session start the reader counts the
-pub/sub clients with our client name on Redis (`CLIENT LIST TYPE pubsub`: the fleet, as
-far as this Redis sees it), keeps the largest count seen, and asks for a resync jitter
-of `count x jitter_per_instance_s` (capped by the configured resync jitter). Where
-CLIENT LIST is not allowed (an ACL), it asks for nothing and the configured jitter applies.
+instance alone has nobody to spread from. At each session start, before subscribing, the
+reader counts the pub/sub clients with our client name on Redis (`CLIENT LIST TYPE
+pubsub`): the instances that resubscribed before it. Its place in that queue, k (itself
+included), sets its resync jitter to `k x jitter_per_instance_s`, capped by the configured
+resync jitter: after a shared Redis restart the first back resyncs at once and the N-th
+waits up to N slots, so the fleet's snapshot loads spread over about N slots; an instance
+alone waits at most one slot; one that lost only its own connection (the fleet still
+subscribed) waits up to the configured jitter, as before. Where CLIENT LIST is not allowed
+(an ACL), the configured jitter applies.
 
 Freshness is LIVE only while a session is live (subscribed / reading) AND no gap resync is
 outstanding; from a lost connection until the resync after the reconnect has finished,
@@ -76,7 +80,7 @@ class RedisReader:
         socket_options: SocketOptions,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 0.5,
-        jitter_per_instance_s: float = 0.05,
+        jitter_per_instance_s: float = 0.2,
         log_interval_s: float = 60.0,
         open_handle: Callable[[str, SocketOptions], RedisHandle] = open_redis,
         rng: random.Random | None = None,
@@ -89,7 +93,7 @@ class RedisReader:
         self._backoff_s = backoff_initial_s
         self._open_handle = open_handle
         self._jitter_per_instance_s = jitter_per_instance_s
-        self._fleet_seen = 0  # the most instances seen subscribed at once (0: never counted)
+        self._queue_place = 0  # 1 + instances already subscribed at session start (0: unknown)
         self._rng = rng or random.Random()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,24 +153,28 @@ class RedisReader:
         self._last_message_at = time.time()
 
     def _count_fleet(self, handle: RedisHandle) -> None:
-        """Count the instances subscribed on this Redis (us included, once we are)."""
+        """Count the instances already subscribed on this Redis (before we subscribe)."""
+        self._queue_place = 0
         try:
             clients = handle.client.client_list(_type="pubsub")
         except redis.RedisError:
             return  # not allowed (ACL) or not answered: the configured jitter applies
+        finally:
+            # Close the connection the count used (the pub/sub one is opened after this): one
+            # connection per instance, as Redis and its operators see it.
+            handle.client.connection_pool.disconnect()
         name = self.socket_options.client_name
-        others = sum(1 for c in clients if c.get("name") == name)
-        self._fleet_seen = max(self._fleet_seen, others + 1)
+        self._queue_place = 1 + sum(1 for c in clients if c.get("name") == name)
 
     def gap_jitter_s(self) -> float | None:
         """The resync jitter a gap should use (None: the configured one)."""
-        if not self._fleet_seen:
+        if not self._queue_place:
             return None
-        return self._fleet_seen * self._jitter_per_instance_s
+        return self._queue_place * self._jitter_per_instance_s
 
     @property
-    def fleet_seen(self) -> int:
-        return self._fleet_seen
+    def queue_place(self) -> int:
+        return self._queue_place
 
     def _session(self, handle: RedisHandle) -> None:
         """Connect, subscribe/position, read until stopped; raise when the connection fails."""
