@@ -1,5 +1,5 @@
 """The resync jitter after a gap is the reader's place among the instances resubscribing
-(reader.py), and reconnecting after an outage is quick (the backoff stops at 0.5 s)."""
+(reader.py), and reconnecting after an outage is quick (the backoff stops at 0.25 s)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_jitter_grows_with_the_fleet_and_reconnect_is_prompt(own_redis: RedisPro
         back = time.monotonic()
         wait_for(lambda: all(r.live for r in readers), timeout=10, what="every reader to resubscribe")
         took = time.monotonic() - back
-        assert took < 1.0, f"resubscribing took {took:.2f} s after Redis came back (backoff cap 0.5 s)"
+        assert took < 1.0, f"resubscribing took {took:.2f} s after Redis came back (backoff cap 0.25 s)"
         places = sorted(round(s.gaps[-1] / 0.2) for s in sinks if s.gaps[-1] is not None)
         # After a shared restart the readers queue up, one slot each (two reconnecting in the
         # same few milliseconds may share a place).

@@ -45,7 +45,7 @@ class FeedConfig:
     ping_timeout_s: float = 3.0
     stream_block_ms: int = 500
     connect_timeout_s: float = 2.0
-    backoff_max_s: float = 0.5  # reconnect attempts: why so short, see reader.py
+    backoff_max_s: float = 0.25  # reconnect attempts: why so short, see reader.py
     jitter_per_instance_s: float = 0.2  # resync jitter per instance ahead in the queue (reader.py)
     log_interval_s: float = 60.0
 

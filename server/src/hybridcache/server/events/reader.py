@@ -7,10 +7,10 @@ connection fails. Any failure ends the session; the next one starts after a back
 live again). The thread survives everything: an unexpected exception is logged and
 treated like a lost connection.
 
-Why the backoff stops at 0.5 s by default (it was 5 s): after a Redis outage the reader's
+Why the backoff stops at 0.25 s by default (it was 5 s): after a Redis outage the reader's
 next attempt, not Redis, set how long answers stayed behind the Wrapper (up to the whole
 cap: 4.41 s p99 in docs/RELIABILITY.md scenario 1). An attempt against a Redis that is
-down is one refused TCP connection; 2-4 a second per instance is nothing to Redis.
+down is one refused TCP connection; 4-8 a second per instance is nothing to Redis.
 
 Fleet-scaled resync jitter. The resync after a gap waits a random delay so that a fleet
 that lost Redis together does not load every snapshot from the Wrapper at once; one
@@ -79,7 +79,7 @@ class RedisReader:
         *,
         socket_options: SocketOptions,
         backoff_initial_s: float = 0.1,
-        backoff_max_s: float = 0.5,
+        backoff_max_s: float = 0.25,
         jitter_per_instance_s: float = 0.2,
         log_interval_s: float = 60.0,
         open_handle: Callable[[str, SocketOptions], RedisHandle] = open_redis,
