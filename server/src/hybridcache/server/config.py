@@ -157,7 +157,10 @@ class Settings(BaseSettings):
         description="When set (comma-separated), events must be signed with one of them.",
     )
     resync_jitter_s: float = Field(
-        1.0, ge=0, description="Random delay before a resync after a gap, so a fleet does not stampede."
+        1.0,
+        ge=0,
+        description="Longest random delay before a resync after a gap, so a fleet does not stampede "
+        "(after a shared gap: 0.2 s per replica resubscribing ahead, up to this).",
     )
     max_concurrent_snapshot_loads: int = Field(
         2,
