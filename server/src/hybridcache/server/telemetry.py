@@ -122,13 +122,18 @@ def _collect(service: Service) -> Iterator[Any]:
     )
     verified = service.verifier.stats
     yield counter(
-        "hybridcache_antientropy",
+        "hybridcache_antientropy_mismatches",
+        "Keys found different from the Wrapper's digests and repaired from its answer, by kind.",
+        ["kind"],
+        [([kind], count) for kind, count in sorted(verified.repaired_by_kind.items())],
+    )
+    yield counter(
+        "hybridcache_antientropy_checks",
         "Anti-entropy: tenant-kinds compared with the Wrapper's digests, found different, buckets "
-        "re-read, keys repaired, passes cut short by a Wrapper failure.",
+        "re-read, passes cut short by a Wrapper failure.",
         ["outcome"],
         [(["compared"], verified.compared), (["mismatched"], verified.mismatched),
-         (["buckets_repaired"], verified.buckets_repaired), (["keys_repaired"], verified.keys_repaired),
-         (["failed_passes"], verified.failures)],
+         (["buckets_reread"], verified.buckets_repaired), (["failed_passes"], verified.failures)],
     )  # fmt: skip
     hub = service.hub.stats()
     yield gauge("hybridcache_stream_subscribers", "Open WatchChanges subscriptions.", [],
