@@ -125,7 +125,8 @@ def _collect(service: Service) -> Iterator[Any]:
         "hybridcache_antientropy_mismatches",
         "Keys found different from the Wrapper's digests and repaired from its answer, by kind.",
         ["kind"],
-        [([kind], count) for kind, count in sorted(verified.repaired_by_kind.items())],
+        # Every replicated kind from the start (0 until its first repair), so the label shows.
+        [([str(k)], verified.repaired_by_kind.get(str(k), 0)) for k in service.verifier.config.kinds],
     )
     yield counter(
         "hybridcache_antientropy_checks",
