@@ -1,4 +1,4 @@
-"""Scenario 8: every kind of divergence, injected at random; anti-entropy heals each within
+"""Scenario 9: every kind of divergence, injected at random; anti-entropy heals each within
 its bound, and no answer labelled LIVE stays wrong for longer.
 
 While 4 readers ask for every credit cost of two tenants (200 reads/s), an injector makes,
@@ -166,7 +166,7 @@ def test_random_divergence_heals_within_the_anti_entropy_bound(scale: Scale, fig
     unhealed = [d for d in verdict.divergences if not d.healed]
     slowest = max(heals, default=0.0)
     figures.record(
-        "8-random-divergence",
+        "9-random-divergence",
         scale.name,
         duration_s=duration_s,
         verify_interval_s=verify_s,

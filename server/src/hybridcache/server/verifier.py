@@ -18,7 +18,9 @@ A Wrapper without the digest endpoints (404 `not_found`) is told apart from an u
 tenant (`tenant_not_found`): the service says once that replicas then rely on events and
 the periodic full refresh, and asks again every interval (a Wrapper upgraded later is
 picked up). A pass stops at the first Wrapper failure (the next interval tries again) and
-logs one line per pass when anything differed or failed, never per key.
+logs one line per pass when anything differed or failed, never per key. A pass that left
+a key alone because an event rewrote it meanwhile (the event may be forged too) is followed
+by another within 1 s, so such a key is not left for a whole interval.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPE = "anti-entropy"  # ChangeEvent.event_type of a change the verifier made
 _TENANT_NOT_FOUND = "TENANT_NOT_FOUND"
+RECHECK_S = 1.0  # the wait after a pass that left a rewritten key alone
 
 
 class VerifiedCache(Protocol):
@@ -112,6 +115,7 @@ class _Pass:
     requests: int = 0
     failure: str = ""
     unsupported: bool = False
+    recheck: bool = False  # keys written during a repair were left alone: look again soon
 
 
 class Verifier:
@@ -134,6 +138,7 @@ class Verifier:
         self._memos: dict[tuple[str, Kind], DigestMemo] = {}
         self.stats = VerifierStats()
         self._supported: bool | None = None  # None until the first answer
+        self._recheck = False
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,7 +178,12 @@ class Verifier:
                 self.run_once()
             except Exception:  # a bug: keep the thread, try again next interval
                 log.exception("anti-entropy pass failed unexpectedly")
-            self._wake.wait(self.config.interval_s * self._rng.uniform(0.75, 1.0))
+            wait = self.config.interval_s * self._rng.uniform(0.75, 1.0)
+            if self._recheck:
+                # A key differed but an event rewrote it while its bucket was read: the event
+                # may itself be wrong (forged), so look again soon rather than in an interval.
+                wait = min(wait, RECHECK_S)
+            self._wake.wait(wait)
             self._wake.clear()
 
     def run_once(self) -> VerifierStats:
@@ -222,6 +232,7 @@ class Verifier:
                 done.buckets += 1
                 done.keys += len(changes)
                 self._announce(changes)
+            done.recheck = done.recheck or mark.skipped > 0
         finally:
             self._cache.end_verify(mark)
 
@@ -249,6 +260,7 @@ class Verifier:
         stats.buckets_repaired += done.buckets
         stats.wrapper_requests += done.requests
         stats.last_pass_s = took_s
+        self._recheck = done.recheck
         if done.failure:
             stats.failures += 1
         supported = not done.unsupported

@@ -22,13 +22,14 @@ from hybridcache.server.core.values import Value
 
 
 class VerifyMark:
-    __slots__ = ("kind", "tenant_id", "void", "written")
+    __slots__ = ("kind", "skipped", "tenant_id", "void", "written")
 
     def __init__(self, tenant_id: str, kind: Kind) -> None:
         self.tenant_id = tenant_id
         self.kind = kind
         self.written: set[str] = set()  # keys written since the mark opened
         self.void = False  # a snapshot (or invalidate_kind) overtook the verification
+        self.skipped = 0  # keys that differed from the Wrapper but were written meanwhile
 
 
 class WriteMarks:
@@ -74,10 +75,11 @@ def to_install(
         return []
     writes: list[tuple[str, Value | None]] = []
     for key in scope:
-        if key in mark.written:
-            continue
         want = truth.get(key)
         have = held.get(key)
+        if key in mark.written:
+            mark.skipped += have != want
+            continue
         if want is None:
             if have is not None:
                 writes.append((key, None))
