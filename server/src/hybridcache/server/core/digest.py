@@ -21,7 +21,7 @@ keep current; keys are unique, so no two equal entity hashes cancel by accident.
 `DigestMemo` computes a replica's digest on demand and remembers each key's hash against
 the value object it was computed from: the replica replaces a value object on every write,
 so an unchanged key costs an identity check, and a full recomputation happens only after a
-snapshot install (new objects for every key). Measured by scripts/measure_digest.py.
+snapshot install (new objects for every key). Measured by scripts/measure_verify.py.
 """
 
 from __future__ import annotations
