@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core import HybridCache, Kind, NotFound, WrapperUnavailable
 from hybridcache.server.core.digest import KindDigest, bucket_of, digest_of
 from hybridcache.server.core.values import Value
@@ -31,11 +32,11 @@ class DigestWrapper:
 
     def _items(self, tenant_id: str, kind: Kind) -> dict[str, Value]:
         if self.fail:
-            raise WrapperUnavailable("down", reason="WRAPPER_UNREACHABLE")
+            raise WrapperUnavailable("down", reason=Reason.WRAPPER_UNREACHABLE)
         if self.missing:
-            raise NotFound("not found", reason="NOT_FOUND")
+            raise NotFound("not found", reason=Reason.NOT_FOUND)
         if tenant_id not in self.data.data:
-            raise NotFound("unknown tenant", reason="TENANT_NOT_FOUND")
+            raise NotFound("unknown tenant", reason=Reason.TENANT_NOT_FOUND)
         return self.data.data[tenant_id].get(kind, {})
 
     def fetch_digest(
@@ -76,7 +77,7 @@ def test_a_quiet_pass_costs_one_digest_request_per_tenant_kind(
     cache: HybridCache, wrapper: FakeWrapper
 ) -> None:
     cache.ensure_tenant("acme")
-    source, notices = DigestWrapper(wrapper), []
+    source, notices = DigestWrapper(wrapper), list[ChangeNotice]()
     stats = _verifier(cache, source, notices).run_once()
     assert source.calls == ["digest"] * 4
     assert (stats.compared, stats.mismatched, stats.keys_repaired, notices) == (4, 0, 0, [])
@@ -87,7 +88,7 @@ def test_a_difference_rereads_only_its_bucket_and_is_published(
 ) -> None:
     cache.ensure_tenant("acme")
     wrapper.put("acme", Kind.CREDIT_COSTS, "op.7", cost("op.7", "5", 2))  # no event
-    source, notices = DigestWrapper(wrapper), []
+    source, notices = DigestWrapper(wrapper), list[ChangeNotice]()
     stats = _verifier(cache, source, notices).run_once()
     assert source.calls.count("bucket") == 1
     assert [(n.keys, n.event_type, n.version) for n in notices] == [(("op.7",), EVENT_TYPE, 2)]

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hybridcache.client.reasons import Reason
 from hybridcache.server.core.authority import VerifyMark
 from hybridcache.server.core.digest import DEFAULT_BUCKETS, DigestMemo, KindDigest, valid_bucket_count
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
@@ -45,7 +46,6 @@ from hybridcache.server.events.repair import now_ms
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "anti-entropy"  # ChangeEvent.event_type of a change the verifier made
-_TENANT_NOT_FOUND = "TENANT_NOT_FOUND"
 RECHECK_S = 1.0  # the wait after a pass that left a rewritten key alone
 
 
@@ -197,7 +197,7 @@ class Verifier:
                         return self.stats
                     self._verify(tenant, kind, done)
         except NotFound as exc:
-            done.unsupported = exc.reason != _TENANT_NOT_FOUND
+            done.unsupported = exc.reason != Reason.TENANT_NOT_FOUND
         except WrapperUnavailable as exc:
             done.failure = exc.reason or "WRAPPER_ERROR"
         self._account(done, self._clock() - started)
@@ -216,7 +216,7 @@ class Verifier:
                 done.requests += 1
                 theirs = self._wrapper.fetch_digest(tenant, kind, count, self._deadline())
             except NotFound as exc:
-                if exc.reason == _TENANT_NOT_FOUND:
+                if exc.reason == Reason.TENANT_NOT_FOUND:
                     return  # gone from the Wrapper: the next resync drops it
                 raise
             done.compared += 1

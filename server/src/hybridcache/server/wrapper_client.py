@@ -165,7 +165,7 @@ class WrapperClient:
                 raise ValueError("bucket count differs from the one asked for")
         except (KeyError, TypeError, ValueError) as exc:
             raise WrapperUnavailable(
-                f"the Wrapper sent a malformed {kind} digest: {exc}", reason="WRAPPER_BAD_RESPONSE"
+                f"the Wrapper sent a malformed {kind} digest: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
             ) from None
         return digest
 
@@ -179,7 +179,7 @@ class WrapperClient:
             return codec.parse_items(kind, body["items"])
         except (KeyError, TypeError, ValueError) as exc:
             raise WrapperUnavailable(
-                f"the Wrapper sent a malformed {kind} bucket: {exc}", reason="WRAPPER_BAD_RESPONSE"
+                f"the Wrapper sent a malformed {kind} bucket: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
             ) from None
 
     # --- one GET with deadline-bounded retries
