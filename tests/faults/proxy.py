@@ -15,6 +15,10 @@ Switchable faults, applied to connections already open and to new ones:
 * `heal()` — remove every fault. Connections that were black-holed have lost bytes, so
   they are reset on heal (a real half-open connection never comes back either).
 
+`down_filter`: a factory of per-connection filters (bytes in, bytes out) applied to what
+the upstream sends before it is forwarded, for faults that need the protocol (e.g.
+`resp_filter.DeliveryChaos`: eat or reorder some pub/sub deliveries).
+
 Threads: one acceptor, and two pump threads per connection. Pumps wake every
 `POLL_S` to notice a fault switch; nothing here sleeps to wait for readiness. Everything
 binds 127.0.0.1 only.
@@ -29,6 +33,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -82,6 +87,7 @@ class _Connection:
         self.upstream = upstream
         self.closed = threading.Event()
         self.blackholed = upstream is None  # born in a black hole: never forwards
+        self.down_filter = proxy.down_filter() if proxy.down_filter is not None else None
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -124,6 +130,11 @@ class _Connection:
             return False
         return True
 
+    def _filtered(self, data: bytes, direction: str) -> bytes:
+        if direction == "down" and self.down_filter is not None:
+            return self.down_filter(data)
+        return data
+
     def _pump(self, src: socket.socket, dst: socket.socket | None, direction: str) -> None:
         stats = self.proxy.stats
         while not self.closed.is_set():
@@ -142,6 +153,9 @@ class _Connection:
             if faults.blackhole or self.blackholed or dst is None:
                 self.blackholed = True
                 stats.blackholed_bytes += len(data)
+                continue
+            data = self._filtered(data, direction)
+            if not data:
                 continue
             delay = faults.latency_up_s if direction == "up" else faults.latency_down_s
             if delay > 0:
@@ -162,8 +176,15 @@ class _Connection:
 class FaultProxy:
     """Forward 127.0.0.1:`port` to 127.0.0.1:`upstream_port`, with switchable faults."""
 
-    def __init__(self, upstream_port: int, *, port: int = 0) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        port: int = 0,
+        down_filter: Callable[[], Callable[[bytes], bytes]] | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
+        self.down_filter = down_filter
         self.stats = ProxyStats()
         self.faults = Faults()
         self._lock = threading.Lock()

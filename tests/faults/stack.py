@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,8 +194,14 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(*, redis_proxy: bool = False, wrapper_proxy: bool = False) -> Iterator[Stack]:
-    """Redis + Wrapper (+ proxies); start the server with `Stack.start_service(...)`."""
+def stack(
+    *,
+    redis_proxy: bool = False,
+    wrapper_proxy: bool = False,
+    redis_down_filter: Callable[[], Callable[[bytes], bytes]] | None = None,
+) -> Iterator[Stack]:
+    """Redis + Wrapper (+ proxies); start the server with `Stack.start_service(...)`.
+    `redis_down_filter`: applied by the Redis proxy to what Redis sends the server."""
     with contextlib.ExitStack() as cleanup:
         tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="hc-faults-"))
         redis = cleanup.enter_context(RedisProcess())  # stopped and its directory removed at exit
@@ -204,7 +210,7 @@ def stack(*, redis_proxy: bool = False, wrapper_proxy: bool = False) -> Iterator
         )
         built = Stack(redis=redis, wrapper=wrapper, admin=WrapperAdmin(wrapper.url), workdir=Path(tmp))
         if redis_proxy:
-            built.redis_proxy = cleanup.enter_context(FaultProxy(redis.port))
+            built.redis_proxy = cleanup.enter_context(FaultProxy(redis.port, down_filter=redis_down_filter))
         if wrapper_proxy:
             built.wrapper_proxy = cleanup.enter_context(FaultProxy(wrapper.port))
         cleanup.callback(built.close)  # first out: the server stops before its proxies

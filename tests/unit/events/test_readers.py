@@ -21,7 +21,7 @@ class NullSink:
     def reject(self, reason: str) -> None:
         pass
 
-    def on_gap(self, reason: str) -> None:
+    def on_gap(self, reason: str, jitter_max_s: float | None = None) -> None:
         pass
 
 

@@ -33,7 +33,7 @@ from hybridcache.server.capacity import Lanes, MessageWatch
 from hybridcache.server.config import Settings
 from hybridcache.server.core import DEFAULT_POLICIES, HybridCache, KindPolicy
 from hybridcache.server.core.errors import CacheError
-from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.events import ChangeFeed, FeedConfig
 from hybridcache.server.gate import CallerLimits, Gate, current_caller
 from hybridcache.server.heap import HeapSettler
@@ -48,6 +48,7 @@ from hybridcache.server.snapshot import SnapshotLister
 from hybridcache.server.telemetry import register_collectors
 from hybridcache.server.tracing import Tracing
 from hybridcache.server.tracing import from_environment as tracing_from_environment
+from hybridcache.server.verifier import Verifier, VerifierConfig
 from hybridcache.server.watch import serve_watch
 from hybridcache.server.wrapper_client import WrapperClient
 from hybridcache.server.wrapper_health import WrapperHealth
@@ -115,6 +116,18 @@ class Service:
             self.hub.publish,  # every applied change (and resync) goes to WatchChanges subscribers
             FeedConfig.from_settings(settings),
             on_lag=self.metrics.event_lag_seconds.observe,
+        )
+        # Anti-entropy: replicas compared with the Wrapper's digests, repairs published like events.
+        self.verifier = Verifier(
+            self.cache,
+            self.wrapper,
+            self.hub.publish,
+            VerifierConfig(
+                kinds=tuple(k for k, p in policies_from(settings).items() if p.tier is Tier.REPLICA),
+                interval_s=settings.verify_interval_s,
+                bucket_count=settings.verify_buckets,
+                refresh_interval_s=settings.refresh_interval_s,
+            ),
         )
         self.auth = Authenticator(settings.callers, insecure=settings.insecure_dev_mode)
         self._dev_limits = _dev_limits(settings)
@@ -249,6 +262,7 @@ class Service:
         if self.probe is not None:
             self.probe.start()
         self.feed.start()
+        self.verifier.start()
         if self.heap is not None:
             self.heap.start()
         for thread in self._threads:
@@ -319,6 +333,7 @@ class Service:
         self.server.stop(grace).wait()
         if self.probe is not None:
             self.probe.stop()
+        self.verifier.stop()
         self.feed.stop()
         if self.heap is not None:
             self.heap.stop()

@@ -146,6 +146,17 @@ def parse_item(kind: Kind, body: Any) -> Value:
     return _PARSERS[kind](body)
 
 
+def parse_items(kind: Kind, raw: Any) -> dict[str, Value]:
+    """A snapshot's `items` list -> key -> value."""
+    if not isinstance(raw, list):
+        raise ValueError("'items' must be a list")
+    items: dict[str, Value] = {}
+    for body in raw:
+        value = parse_item(kind, body)
+        items[key_of(kind, value)] = value
+    return items
+
+
 def key_of(kind: Kind, value: Value) -> str:
     """The key an item is stored under (its entity id)."""
     key = getattr(value, _ATTR_OF_KEY[kind])

@@ -157,12 +157,29 @@ class Settings(BaseSettings):
         description="When set (comma-separated), events must be signed with one of them.",
     )
     resync_jitter_s: float = Field(
-        1.0, ge=0, description="Random delay before a resync after a gap, so a fleet does not stampede."
+        1.0,
+        ge=0,
+        description="Longest random delay before a resync after a gap, so a fleet does not stampede "
+        "(after a shared gap: 0.2 s per replica resubscribing ahead, up to this).",
     )
     max_concurrent_snapshot_loads: int = Field(
         2,
         ge=0,
         description="Snapshot loads from the Wrapper in progress at once in this process (0: no cap).",
+    )
+
+    # --- Anti-entropy (verifier.py): replicas compared with the Wrapper's digests
+    verify_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="Longest wait between two comparisons of every replica with the Wrapper's digests "
+        "(each wait is random in [0.75, 1] x this); a difference is repaired from the Wrapper (0: off).",
+    )
+    verify_buckets: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        description="Digest buckets per tenant and kind (a power of two): a mismatch re-reads one bucket.",
     )
 
     # --- WatchChanges
@@ -255,6 +272,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_rpcs: bool = Field(True, description="One log line per RPC (caller, method, code, duration).")
+
+    @field_validator("verify_buckets")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two")
+        return value
 
     @field_validator("tenants", "event_apps", mode="before")
     @classmethod

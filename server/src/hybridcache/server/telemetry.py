@@ -120,6 +120,22 @@ def _collect(service: Service) -> Iterator[Any]:
         ["tenant"],
         [([tenant], now - at) for tenant, at in sorted(service.synced_at.items())],
     )
+    verified = service.verifier.stats
+    yield counter(
+        "hybridcache_antientropy_mismatches",
+        "Keys found different from the Wrapper's digests and repaired from its answer, by kind.",
+        ["kind"],
+        # Every replicated kind from the start (0 until its first repair), so the label shows.
+        [([str(k)], verified.repaired_by_kind.get(str(k), 0)) for k in service.verifier.config.kinds],
+    )
+    yield counter(
+        "hybridcache_antientropy_checks",
+        "Anti-entropy: tenant-kinds compared with the Wrapper's digests, found different, buckets "
+        "re-read, passes cut short by a Wrapper failure.",
+        ["outcome"],
+        [(["compared"], verified.compared), (["mismatched"], verified.mismatched),
+         (["buckets_reread"], verified.buckets_repaired), (["failed_passes"], verified.failures)],
+    )  # fmt: skip
     hub = service.hub.stats()
     yield gauge("hybridcache_stream_subscribers", "Open WatchChanges subscriptions.", [],
                 [([], hub.subscribers)])  # fmt: skip

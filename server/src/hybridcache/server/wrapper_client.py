@@ -31,6 +31,7 @@ import httpx
 
 from hybridcache.client.reasons import Reason
 from hybridcache.server import codec, wrapper_urls
+from hybridcache.server.core.digest import KindDigest
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.source import Snapshot
@@ -132,14 +133,10 @@ class WrapperClient:
             finally:
                 slots.release()
         try:
-            items_raw = body["items"]
             revision = body.get("revision", 0)
-            if not isinstance(items_raw, list) or not isinstance(revision, int):
-                raise ValueError("'items' must be a list and 'revision' an integer")
-            items: dict[str, Value] = {}
-            for raw in items_raw:
-                value = codec.parse_item(kind, raw)
-                items[codec.key_of(kind, value)] = value
+            if not isinstance(revision, int):
+                raise ValueError("'revision' must be an integer")
+            items = codec.parse_items(kind, body["items"])
         except (KeyError, TypeError, ValueError) as exc:
             raise WrapperUnavailable(
                 f"the Wrapper sent a malformed {kind} snapshot: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
@@ -151,6 +148,39 @@ class WrapperClient:
     def list_tenants(self, deadline: float | None = None) -> list[str]:
         body = self._get("/api/tenants", deadline, what="tenants")
         return [str(t["tenantId"]) for t in body.get("tenants", [])]
+
+    # --- anti-entropy digests (docs/CONTRACTS-INTERNAL.md, "Digests"); NotFound(NOT_FOUND)
+    # from a Wrapper that has no digest endpoint
+
+    def fetch_digest(
+        self, tenant_id: str, kind: Kind, bucket_count: int, deadline: float | None, *, buckets: bool = False
+    ) -> KindDigest:
+        """The Wrapper's digest of a tenant-kind: the top only, or with every bucket's."""
+        path = f"/api/tenants/{_seg(tenant_id)}/digests/{kind}" + ("/buckets" if buckets else "")
+        body = self._get(f"{path}?bucketCount={int(bucket_count)}", deadline, what="digest")
+        try:
+            listed = tuple(str(b) for b in body["buckets"]) if buckets else ()
+            digest = KindDigest(int(body["bucketCount"]), int(body["count"]), str(body["digest"]), listed)
+            if digest.bucket_count != bucket_count or (buckets and len(listed) != bucket_count):
+                raise ValueError("bucket count differs from the one asked for")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WrapperUnavailable(
+                f"the Wrapper sent a malformed {kind} digest: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
+            ) from None
+        return digest
+
+    def fetch_bucket(
+        self, tenant_id: str, kind: Kind, bucket_count: int, bucket: int, deadline: float | None
+    ) -> dict[str, Value]:
+        """The items of one digest bucket of a tenant-kind (key -> value)."""
+        path = f"/api/tenants/{_seg(tenant_id)}/snapshots/{kind}/buckets/{int(bucket)}"
+        body = self._get(f"{path}?bucketCount={int(bucket_count)}", deadline, what="bucket")
+        try:
+            return codec.parse_items(kind, body["items"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WrapperUnavailable(
+                f"the Wrapper sent a malformed {kind} bucket: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
+            ) from None
 
     # --- one GET with deadline-bounded retries
 

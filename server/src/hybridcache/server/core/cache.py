@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from hybridcache.client.reasons import Reason
+from hybridcache.server.core.authority import VerifyMark
 from hybridcache.server.core.errors import InvalidRequest, NotFound
 from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.core.permissions import Grants, PermissionDecision, PermissionReason, decide
@@ -248,6 +249,34 @@ class HybridCache:
     def drop_reference(self) -> None:
         """Forget every on-demand entry and fence fetches in flight (after a notification gap)."""
         self._reference.clear()
+
+    # --- anti-entropy (the verifier compares replicas with the Wrapper's digests)
+
+    def settled_items(self, tenant_id: str, kind: Kind) -> list[tuple[str, Value]] | None:
+        """A replica kind's verified (key, value) pairs, or None while it has nothing settled
+        to compare (tenant not loaded, a snapshot in flight, the kind invalidated)."""
+        if self._tier(kind) is not Tier.REPLICA:
+            return None
+        return self._replica.settled_items(tenant_id, kind)
+
+    def begin_verify(self, tenant_id: str, kind: Kind) -> VerifyMark:
+        """Call before reading the Wrapper; pass the mark to install_authority, then end_verify."""
+        return self._replica.begin_verify(tenant_id, kind)
+
+    def end_verify(self, mark: VerifyMark) -> None:
+        self._replica.end_verify(mark)
+
+    def install_authority(
+        self,
+        mark: VerifyMark,
+        bucket: int,
+        bucket_count: int,
+        truth: Mapping[str, Value],
+        replica_keys: Sequence[str],
+    ) -> list[Change]:
+        """The Wrapper's items of one digest bucket replace the replica's (values and versions,
+        whatever the held version), except keys an event wrote since `mark`; the changes made."""
+        return self._replica.install_authority(mark, bucket, bucket_count, truth, replica_keys)
 
     # --- monitoring
 

@@ -47,6 +47,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 
 from hybridcache.client.reasons import Reason
+from hybridcache.server.core.authority import VerifyMark, WriteMarks, to_install
+from hybridcache.server.core.digest import bucket_of
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.permissions import Grants, PermissionDecision, decide
@@ -99,6 +101,7 @@ class ReplicaSet:
         self._loads: FlightTable[str, None] = FlightTable()
         self._snapshots: FlightTable[tuple[str, Kind], None] = FlightTable()
         self._items: FlightTable[tuple[str, Kind, str], Value | None] = FlightTable()
+        self._marks = WriteMarks()  # open anti-entropy verifications (authority.py)
 
     # --- reads
 
@@ -280,6 +283,7 @@ class ReplicaSet:
             flight, leader = self._snapshots.join_or_start(key)
         if leader:
             tenant.kinds[kind].begin_load(flight)
+            self._marks.void(tenant_id, kind)
             # Item fetches that began before this snapshot may be older than it: never store them.
             self._items.fence_where(lambda k: k[0] == tenant_id and k[1] == kind)
         return flight, leader
@@ -356,6 +360,7 @@ class ReplicaSet:
         self, tenant: TenantReplica, kind: Kind, key: str, value: Value | None, version: int, *, fetched: bool
     ) -> Change | None:
         self._items.fence((tenant.tenant_id, kind, key))
+        self._marks.note(tenant.tenant_id, kind, key)
         change = tenant.kinds[kind].write(key, value, version, self._clock(), fetched=fetched)
         return change if tenant.loaded else None  # nothing is published before the first load
 
@@ -419,6 +424,7 @@ class ReplicaSet:
             if tenant is None:
                 return
             self._items.fence((tenant_id, kind, key))
+            self._marks.note(tenant_id, kind, key)
             tenant.kinds[kind].invalidate(key)
 
     def invalidate_kind(self, tenant_id: str, kind: Kind) -> None:
@@ -429,7 +435,58 @@ class ReplicaSet:
                 return
             self._items.fence_where(lambda k: k[0] == tenant_id and k[1] == kind)
             self._snapshots.fence((tenant_id, kind))
+            self._marks.void(tenant_id, kind)
             tenant.kinds[kind].invalidate_all()
+
+    # --- anti-entropy (the verifier: authority.py, digest.py)
+
+    def settled_items(self, tenant_id: str, kind: Kind) -> list[tuple[str, Value]] | None:
+        """The verified (key, value) pairs of a loaded tenant-kind, or None while there is nothing
+        settled to compare (not loaded, a snapshot in flight, or invalidated whole)."""
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None or not tenant.loaded:
+            return None
+        replica = tenant.kinds[kind]
+        if replica.loading is not None or replica.reload:
+            return None
+        return [(key, entry.value) for key, entry in list(replica.map.items())]
+
+    def begin_verify(self, tenant_id: str, kind: Kind) -> VerifyMark:
+        """Open a mark before reading the Wrapper: writes from now on are newer than its answer."""
+        with self._lock:
+            return self._marks.open(tenant_id, kind)
+
+    def end_verify(self, mark: VerifyMark) -> None:
+        with self._lock:
+            self._marks.close(mark)
+
+    def install_authority(
+        self,
+        mark: VerifyMark,
+        bucket: int,
+        bucket_count: int,
+        truth: Mapping[str, Value],
+        replica_keys: Sequence[str],
+    ) -> list[Change]:
+        """Make one bucket hold the Wrapper's `truth` (its items of that bucket), versions
+        included, except keys written since `mark` opened; `replica_keys`: the replica's keys
+        of the bucket when its digest was computed. Returns the changes made."""
+        in_bucket = {k: v for k, v in truth.items() if bucket_of(k, bucket_count) == bucket}
+        ours = [k for k in replica_keys if bucket_of(k, bucket_count) == bucket]
+        scope = dict.fromkeys([*ours, *in_bucket])
+        changes: list[Change] = []
+        with self._lock:
+            tenant = self._tenants.get(mark.tenant_id)
+            if tenant is None or not tenant.loaded:
+                return []
+            replica = tenant.kinds[mark.kind]
+            held = {k: e.value for k in scope if (e := replica.map.get(k)) is not None}
+            for key, value in to_install(mark, held, in_bucket, scope):
+                version = value.version if value is not None else 0
+                change = self._write_locked(tenant, mark.kind, key, value, version, fetched=True)
+                if change is not None:
+                    changes.append(change)
+        return changes
 
     # --- introspection
 

@@ -12,13 +12,17 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel
 
+from hybridcache.server.core import digest as digests
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.devwrapper.deps import NOT_FOUND, UNAUTHORIZED, Ctx, TenantId, require_token
+from hybridcache.server.devwrapper.deps import NOT_FOUND, UNAUTHORIZED, ApiError, Ctx, TenantId, require_token
 from hybridcache.server.devwrapper.models import (
+    BucketSnapshot,
     CreditCostItem,
+    Digest,
+    DigestBuckets,
     FeatureFlagItem,
     OrgUnitItem,
     RoleItem,
@@ -67,6 +71,99 @@ for _kind, _model in _SNAPSHOT_MODELS.items():
         response_model=Snapshot[_model],  # type: ignore[valid-type]
         responses=NOT_FOUND,
         name=f"get_{_kind.replace('-', '_')}_snapshot",
+    )
+
+
+# ---- anti-entropy digests (docs/CONTRACTS-INTERNAL.md, "Digests")
+
+BucketCount = Annotated[
+    int,
+    Query(
+        alias="bucketCount",
+        description=f"a power of two, 1..{digests.MAX_BUCKETS}",
+        examples=[digests.DEFAULT_BUCKETS],
+    ),
+]
+
+
+def _check_bucket_count(count: int) -> None:
+    if not digests.valid_bucket_count(count):
+        raise ApiError(
+            422, "invalid_request", f"bucketCount must be a power of two in 1..{digests.MAX_BUCKETS}"
+        )
+
+
+def _digest_body(ctx: Ctx, tenant_id: str, kind: Kind, bucket_count: int, *, buckets: bool) -> Response:
+    _check_bucket_count(bucket_count)
+    revision, digest = ctx.store.digest(tenant_id, kind, bucket_count)
+    body: dict[str, Any] = {
+        "tenantId": tenant_id,
+        "kind": str(kind),
+        "revision": revision,
+        "algorithm": digests.ALGORITHM,
+        "bucketCount": digest.bucket_count,
+        "count": digest.count,
+        "digest": digest.top,
+    }
+    if buckets:
+        body["buckets"] = list(digest.buckets)
+    return _json(body)
+
+
+def _digest_endpoints(kind: Kind) -> tuple[Callable[..., Awaitable[Response]], ...]:
+    async def top(
+        ctx: Ctx, tenant_id: TenantId, bucket_count: BucketCount = digests.DEFAULT_BUCKETS
+    ) -> Response:
+        return _digest_body(ctx, tenant_id, kind, bucket_count, buckets=False)
+
+    async def buckets(
+        ctx: Ctx, tenant_id: TenantId, bucket_count: BucketCount = digests.DEFAULT_BUCKETS
+    ) -> Response:
+        return _digest_body(ctx, tenant_id, kind, bucket_count, buckets=True)
+
+    async def bucket_items(
+        ctx: Ctx,
+        tenant_id: TenantId,
+        bucket: Annotated[int, Path(ge=0, lt=digests.MAX_BUCKETS)],
+        bucket_count: BucketCount = digests.DEFAULT_BUCKETS,
+    ) -> Response:
+        _check_bucket_count(bucket_count)
+        if bucket >= bucket_count:
+            raise ApiError(422, "invalid_request", "bucket must be below bucketCount")
+        return _json(ctx.store.bucket_snapshot(tenant_id, kind, bucket_count, bucket))
+
+    top.__doc__ = f"The top digest of a tenant's {kind}: compare it before asking for buckets."
+    buckets.__doc__ = f"The top digest and every bucket digest of a tenant's {kind}."
+    bucket_items.__doc__ = f"The {kind} items of one digest bucket (a snapshot of that bucket only)."
+    return top, buckets, bucket_items
+
+
+for _kind, _model in _SNAPSHOT_MODELS.items():
+    _top, _buckets, _items = _digest_endpoints(_kind)
+    _name = _kind.replace("-", "_")
+    router.add_api_route(
+        f"/tenants/{{tenantId}}/digests/{_kind}",
+        _top,
+        methods=["GET"],
+        response_model=Digest,
+        responses=NOT_FOUND,
+        name=f"get_{_name}_digest",
+    )
+    router.add_api_route(
+        f"/tenants/{{tenantId}}/digests/{_kind}/buckets",
+        _buckets,
+        methods=["GET"],
+        response_model=DigestBuckets,
+        responses=NOT_FOUND,
+        name=f"get_{_name}_digest_buckets",
+    )
+    router.add_api_route(
+        f"/tenants/{{tenantId}}/snapshots/{_kind}/buckets/{{bucket}}",
+        _items,
+        methods=["GET"],
+        response_model=BucketSnapshot[_model],  # type: ignore[valid-type]
+        responses=NOT_FOUND,
+        name=f"get_{_name}_bucket_snapshot",
     )
 
 

@@ -108,6 +108,27 @@ class Snapshot(_Model, Generic[ItemT]):
     items: list[ItemT]
 
 
+class Digest(_Model):
+    """A tenant-kind's anti-entropy digest (docs/CONTRACTS-INTERNAL.md, "Digests")."""
+
+    tenant_id: str
+    kind: str
+    revision: int = Field(description="the tenant's change counter when the digest was taken")
+    algorithm: str = Field(examples=["sha256-xor-v1"])
+    bucket_count: int = Field(examples=[256])
+    count: int = Field(description="items digested")
+    digest: str = Field(description="top digest, 32 lowercase hex digits")
+
+
+class DigestBuckets(Digest):
+    buckets: list[str] = Field(description="bucket_count digests (32 hex digits each), bucket 0 first")
+
+
+class BucketSnapshot(Snapshot[ItemT], Generic[ItemT]):
+    bucket_count: int
+    bucket: int
+
+
 # ---- admin -----------------------------------------------------------------------------
 
 

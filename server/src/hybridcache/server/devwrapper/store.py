@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from hybridcache.server import codec
+from hybridcache.server.core import digest as digests
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import canonical_decimal
 from hybridcache.server.devwrapper.seed import TenantSeed
@@ -53,6 +55,7 @@ ORG_UNIT_FIELDS: dict[str, str] = {
 }
 
 _MAX_ORG_DEPTH = 1000  # a guard against a cycle in a hand-edited database
+_DIGESTS_KEPT = 256  # digests remembered by revision (cleared whole when full)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -226,6 +229,8 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        # (tenant, kind, bucket count) -> (revision, digest): recomputed only after a write
+        self._digests: dict[tuple[str, Kind, int], tuple[int, digests.KindDigest]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -316,6 +321,29 @@ class Store:
             "revision": revision,
             "items": [table.to_item(row) for row in rows],
         }
+
+    def digest(self, tenant_id: str, kind: Kind, bucket_count: int) -> tuple[int, digests.KindDigest]:
+        """(revision, digest) of a critical kind: the anti-entropy contract's canonical form
+        (core/digest.py), over the same items a snapshot serves."""
+        slot = (tenant_id, kind, bucket_count)
+        revision = self.revision(tenant_id)
+        known = self._digests.get(slot)
+        if known is not None and known[0] == revision:
+            return known  # nothing written since: the same digest (a verifier asks often)
+        snapshot = self.snapshot(tenant_id, kind)
+        pairs = ((codec.key_of(kind, v), v) for v in (codec.parse_item(kind, i) for i in snapshot["items"]))
+        computed = snapshot["revision"], digests.digest_of(pairs, bucket_count)
+        if len(self._digests) >= _DIGESTS_KEPT:
+            self._digests.clear()
+        self._digests[slot] = computed
+        return computed
+
+    def bucket_snapshot(self, tenant_id: str, kind: Kind, bucket_count: int, bucket: int) -> JsonObject:
+        """A snapshot of only the items whose keys fall in one digest bucket."""
+        body = self.snapshot(tenant_id, kind)
+        key_field = _TABLES[kind].key_field
+        body["items"] = [i for i in body["items"] if digests.bucket_of(i[key_field], bucket_count) == bucket]
+        return {**body, "bucketCount": bucket_count, "bucket": bucket}
 
     def item(self, tenant_id: str, kind: Kind, key: str) -> JsonObject:
         """One item as the item endpoint serves it; NotFoundError when absent or deleted."""

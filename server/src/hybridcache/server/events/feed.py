@@ -45,7 +45,8 @@ class FeedConfig:
     ping_timeout_s: float = 3.0
     stream_block_ms: int = 500
     connect_timeout_s: float = 2.0
-    backoff_max_s: float = 5.0
+    backoff_max_s: float = 0.25  # reconnect attempts: why so short, see reader.py
+    jitter_per_instance_s: float = 0.2  # resync jitter per instance ahead in the queue (reader.py)
     log_interval_s: float = 60.0
 
     @classmethod
@@ -117,6 +118,7 @@ class ChangeFeed:
                 ping_timeout_s=config.ping_timeout_s,
                 socket_options=options,
                 backoff_max_s=config.backoff_max_s,
+                jitter_per_instance_s=config.jitter_per_instance_s,
                 log_interval_s=config.log_interval_s,
             )
 

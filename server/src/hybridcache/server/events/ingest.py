@@ -143,15 +143,16 @@ class EventIngestor:
         self.stats.reject(reason, tenant=tenant)
         self._rejections.note(reason)
 
-    def on_gap(self, reason: str) -> None:
-        """Messages may have been missed (reason: a short fixed phrase, e.g. "subscribed")."""
+    def on_gap(self, reason: str, jitter_max_s: float | None = None) -> None:
+        """Messages may have been missed (reason: a short fixed phrase, e.g. "subscribed");
+        `jitter_max_s`: a smaller resync jitter the reader chose (None: the configured one)."""
         self.stats.add("gaps")
         self._gaps.note(reason)
         try:
             self._cache.drop_reference()
         except Exception:
             log.exception("dropping the on-demand entries after a gap failed")
-        self.worker.request_resync()
+        self.worker.request_resync(jitter_max_s)
 
     def ingest(self, event: Event) -> None:
         seen_key = (event.tenant_id, event.event_id)

@@ -7,6 +7,23 @@ connection fails. Any failure ends the session; the next one starts after a back
 live again). The thread survives everything: an unexpected exception is logged and
 treated like a lost connection.
 
+Why the backoff stops at 0.25 s by default (it was 5 s): after a Redis outage the reader's
+next attempt, not Redis, set how long answers stayed behind the Wrapper (up to the whole
+cap: 4.41 s p99 in docs/RELIABILITY.md scenario 1). An attempt against a Redis that is
+down is one refused TCP connection; 4-8 a second per instance is nothing to Redis.
+
+Fleet-scaled resync jitter. The resync after a gap waits a random delay so that a fleet
+that lost Redis together does not load every snapshot from the Wrapper at once; one
+instance alone has nobody to spread from. At each session start, before subscribing, the
+reader counts the pub/sub clients with our client name on Redis (`CLIENT LIST TYPE
+pubsub`): the instances that resubscribed before it. Its place in that queue, k (itself
+included), sets its resync jitter to `k x jitter_per_instance_s`, capped by the configured
+resync jitter: after a shared Redis restart the first back resyncs at once and the N-th
+waits up to N slots, so the fleet's snapshot loads spread over about N slots; an instance
+alone waits at most one slot; one that lost only its own connection (the fleet still
+subscribed) waits up to the configured jitter, as before. Where CLIENT LIST is not allowed
+(an ACL), the configured jitter applies.
+
 Freshness is LIVE only while a session is live (subscribed / reading) AND no gap resync is
 outstanding; from a lost connection until the resync after the reconnect has finished,
 it is DEGRADED.
@@ -45,7 +62,7 @@ class EventSink(Protocol):
     def resync_outstanding(self) -> bool: ...
     def process(self, channel: bytes | str, data: bytes | str) -> object: ...
     def reject(self, reason: str) -> None: ...
-    def on_gap(self, reason: str) -> None: ...
+    def on_gap(self, reason: str, jitter_max_s: float | None = None) -> None: ...
 
 
 class DeadConnectionError(Exception):
@@ -62,7 +79,8 @@ class RedisReader:
         *,
         socket_options: SocketOptions,
         backoff_initial_s: float = 0.1,
-        backoff_max_s: float = 5.0,
+        backoff_max_s: float = 0.25,
+        jitter_per_instance_s: float = 0.2,
         log_interval_s: float = 60.0,
         open_handle: Callable[[str, SocketOptions], RedisHandle] = open_redis,
         rng: random.Random | None = None,
@@ -74,6 +92,8 @@ class RedisReader:
         self._backoff_max_s = backoff_max_s
         self._backoff_s = backoff_initial_s
         self._open_handle = open_handle
+        self._jitter_per_instance_s = jitter_per_instance_s
+        self._queue_place = 0  # 1 + instances already subscribed at session start (0: unknown)
         self._rng = rng or random.Random()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,6 +151,30 @@ class RedisReader:
 
     def _message_read(self) -> None:
         self._last_message_at = time.time()
+
+    def _count_fleet(self, handle: RedisHandle) -> None:
+        """Count the instances already subscribed on this Redis (before we subscribe)."""
+        self._queue_place = 0
+        try:
+            clients = handle.client.client_list(_type="pubsub")
+        except redis.RedisError:
+            return  # not allowed (ACL) or not answered: the configured jitter applies
+        finally:
+            # Close the connection the count used (the pub/sub one is opened after this): one
+            # connection per instance, as Redis and its operators see it.
+            handle.client.connection_pool.disconnect()
+        name = self.socket_options.client_name
+        self._queue_place = 1 + sum(1 for c in clients if c.get("name") == name)
+
+    def gap_jitter_s(self) -> float | None:
+        """The resync jitter a gap should use (None: the configured one)."""
+        if not self._queue_place:
+            return None
+        return self._queue_place * self._jitter_per_instance_s
+
+    @property
+    def queue_place(self) -> int:
+        return self._queue_place
 
     def _session(self, handle: RedisHandle) -> None:
         """Connect, subscribe/position, read until stopped; raise when the connection fails."""

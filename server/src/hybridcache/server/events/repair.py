@@ -171,9 +171,11 @@ class RepairWorker:
             self._errors.note("refetch queue full: resyncing instead")
             self.request_resync()
 
-    def request_resync(self) -> None:
+    def request_resync(self, jitter_max_s: float | None = None) -> None:
+        """`jitter_max_s` lowers the configured jitter for this gap (a small fleet, reader.py)."""
+        jitter = self._jitter_max_s if jitter_max_s is None else min(jitter_max_s, self._jitter_max_s)
         with self._cond:
-            due = time.monotonic() + self._rng.uniform(0.0, self._jitter_max_s)
+            due = time.monotonic() + self._rng.uniform(0.0, jitter)
             if self._resync_due is None or not self._resync_all:
                 # A new gap, or one superseding a backoff retry of some tenants: all tenants,
                 # no later than a fresh jittered start.

@@ -82,6 +82,7 @@ class RedisSubscriber(RedisReader):
         return self.ping_interval_s + self.ping_timeout_s + self.poll_interval_s
 
     def _session(self, handle: RedisHandle) -> None:
+        self._count_fleet(handle)  # before our own subscription: we count ourselves
         pubsub = handle.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
         try:
             pubsub.psubscribe(*self.patterns)
@@ -127,7 +128,8 @@ class RedisSubscriber(RedisReader):
             # carries the full count. Redis may also send one per pattern after redis-py
             # re-subscribed by itself: the same rule catches that too.
             if int(message["data"]) >= len(self.patterns):
-                self.sink.on_gap("subscribed")  # before LIVE: freshness never reads LIVE early
+                # Before LIVE: freshness never reads LIVE early.
+                self.sink.on_gap("subscribed", self.gap_jitter_s())
                 if not self.live:
                     log.info("subscribed to change notifications (%d patterns)", len(self.patterns))
                 self._became_live()

@@ -1,0 +1,212 @@
+"""Scenario 9: every kind of divergence, injected at random; anti-entropy heals each within
+its bound, and no answer labelled LIVE stays wrong for longer.
+
+While 4 readers ask for every credit cost of two tenants (200 reads/s), an injector makes,
+at random, about 8 moves a second:
+
+* a change in the Wrapper, published; on its way from Redis to the server the proxy eats
+  some deliveries (dropped events) and holds others back past the next one (out of order);
+* a forged `credit-config-changed` published straight onto Redis, in the design note's
+  format, with an odd version: absurdly high, far ahead, none at all, or stale;
+* a refetch during a Wrapper outage: the Wrapper changes a cost without publishing, then an
+  event without `newValue` asks the server to refetch it while the item route answers 500.
+
+The record is judged afterwards (`divergence.judge`, against the log of every write):
+every divergence healed, each within the bound (verify interval + 3 s for the pass and a
+loaded machine), and no wrong LIVE answer older than the bound. Figures: moves injected by
+kind, divergences, heal time p50/p99/max, wrong answers and wrong LIVE answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from hybridcache.server.devwrapper.seed import OPERATION_CODES
+from tests.faults.conftest import Figures, Scale
+from tests.faults.divergence import TruthLog, judge
+from tests.faults.history import History, LoadLoop, Request, canonical, percentile, wait_until
+from tests.faults.resp_filter import ChaosPlan, DeliveryChaos
+from tests.faults.scenarios import wait_converged
+from tests.faults.stack import TENANTS, Stack, stack
+
+PASS_SLACK_S = 3.0  # one verifier pass plus a loaded machine's delays, on top of the interval
+MOVES_PER_S = 8.0
+OUTAGE_S = 1.0
+ITEM_ROUTE = "GET /api/tenants/{tenantId}/credit-costs/{operationCode}"
+EVENT_TYPE = "credit-config-changed"
+LASTING_S = 0.5  # longer than any event takes to apply: only anti-entropy heals these
+
+
+def _requests() -> list[Request]:
+    return [Request("credit-cost", t, code) for t in TENANTS for code in OPERATION_CODES]
+
+
+class Injector:
+    """The random moves, on one thread, for `duration_s`; every write logged in `truth`."""
+
+    def __init__(self, s: Stack, truth: TruthLog, requests: list[Request], rng: random.Random) -> None:
+        self.s = s
+        self.truth = truth
+        self.requests = requests
+        self.rng = rng
+        self.moves: Counter[str] = Counter()
+        self._ids = itertools.count(1)
+        self._outage_until = 0.0
+        self._redis = s.redis.client(socket_timeout=5)
+
+    def run(self, duration_s: float) -> None:
+        end = time.monotonic() + duration_s
+        next_at = time.monotonic()
+        while time.monotonic() < end:
+            next_at += self.rng.expovariate(MOVES_PER_S)
+            pause = next_at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)  # pacing the moves, not waiting for readiness
+            self._end_outage_if_due()
+            roll = self.rng.random()
+            if roll < 0.7:
+                self._write(publish=True)
+            elif roll < 0.9:
+                self._forge()
+            elif not self._outage_until:
+                self._refetch_during_outage()
+        self._outage_until = time.monotonic()
+        self._end_outage_if_due()
+        self._redis.close()
+
+    def _pick(self) -> Request:
+        return self.rng.choice(self.requests)
+
+    def _write(self, *, publish: bool) -> Request:
+        r = self._pick()
+        value = f"{self.rng.randint(1, 999)}.{self.rng.randint(0, 99):02d}"
+        sent = time.monotonic()
+        self.s.admin.put_cost(r.tenant, r.key, value, publish=publish)
+        self.truth.wrote(r.entity, canonical(value), sent, time.monotonic())
+        self.moves["write" if publish else "write-unpublished"] += 1
+        return r
+
+    def _publish(self, tenant: str, data: dict[str, object]) -> None:
+        body = {
+            "eventId": f"chaos-{next(self._ids)}",
+            "eventType": EVENT_TYPE,
+            "tenantId": tenant,
+            "data": data,
+        }
+        self._redis.publish(f"crm:{tenant}:{EVENT_TYPE}", json.dumps(body))
+
+    def _forge(self) -> None:
+        r = self._pick()
+        style = self.rng.choice(("absurd", "far-ahead", "none", "stale"))
+        data: dict[str, object] = {"operationCode": r.key, "changedFields": ["credit_cost"], "newValue": 77.7}
+        if style == "absurd":
+            data["version"] = 2**63 - 1
+        elif style == "far-ahead":
+            data["version"] = 10_000 + self.rng.randint(0, 1000)
+        elif style == "stale":
+            data["version"] = 1
+        self._publish(r.tenant, data)
+        self.moves[f"forged-{style}"] += 1
+
+    def _refetch_during_outage(self) -> None:
+        self.s.admin.set_faults(failStatus=500, routes=[ITEM_ROUTE])
+        self._outage_until = time.monotonic() + OUTAGE_S
+        r = self._write(publish=False)
+        self._publish(r.tenant, {"operationCode": r.key, "changedFields": ["credit_cost"]})
+        self.moves["refetch-in-outage"] += 1
+
+    def _end_outage_if_due(self) -> None:
+        if self._outage_until and time.monotonic() >= self._outage_until:
+            self.s.admin.clear_faults()
+            self._outage_until = 0.0
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize(
+    "scale",
+    [
+        pytest.param(Scale("fast", extra=(("duration_s", 30.0), ("verify_s", 2.0))), id="fast"),
+        # Not met yet (docs/RELIABILITY.md, scenario 9): in 2 of 2 ten-minute runs a few
+        # divergences took 46.6 / 48.8 s, beyond the 33 s bound; a 150 s run at a 10 s
+        # interval met its 13 s bound. Not strict: the run that passes must say so.
+        pytest.param(
+            Scale("full", extra=(("duration_s", 600.0), ("verify_s", 30.0))),
+            id="full",
+            marks=pytest.mark.xfail(reason="heal time beyond one interval in 10-minute runs", strict=False),
+        ),
+    ],
+)
+def test_random_divergence_heals_within_the_anti_entropy_bound(scale: Scale, figures: Figures) -> None:
+    duration_s, verify_s = scale.get("duration_s", 30.0), scale.get("verify_s", 2.0)
+    bound_s = verify_s + PASS_SLACK_S
+    rng = random.Random(14)
+    plan = ChaosPlan(drop_p=0.1, hold_p=0.1, rng=random.Random(15))
+    requests = _requests()
+    history = History()
+    with stack(redis_proxy=True, redis_down_filter=lambda: DeliveryChaos(plan)) as s:
+        service = s.start_service(verify_interval_s=verify_s, resync_jitter_s=1.0)
+        truth = TruthLog(initial=s.admin.truths(requests))
+        injector = Injector(s, truth, requests, rng)
+        with LoadLoop(s.target, requests, history, workers=4, rate_per_s=200, max_s=duration_s + 120) as load:
+            wait_until(lambda: len(history) > 50, timeout=10, what="the load to start")
+            started = time.monotonic()
+            worker = threading.Thread(target=injector.run, args=(duration_s,), name="injector", daemon=True)
+            worker.start()
+            worker.join(duration_s + 60)
+            assert not worker.is_alive(), "the injector did not finish"
+            plan.enabled = False
+            final = {e: truth.final(e) for e in truth.initial}
+            wait_converged(history, final, since=time.monotonic(), timeout=bound_s + 10)
+            load.stop()
+        verdict = judge(history, truth, since=started, bound_s=bound_s)
+        verified = service.verifier.stats
+    heals = [d.heal_s for d in verdict.divergences]
+    lasting = verdict.lasting(LASTING_S)
+    unhealed = [d for d in verdict.divergences if not d.healed]
+    slowest = max(heals, default=0.0)
+    figures.record(
+        "9-random-divergence",
+        scale.name,
+        duration_s=duration_s,
+        verify_interval_s=verify_s,
+        bound_s=bound_s,
+        moves=dict(sorted(injector.moves.items())),
+        deliveries_dropped=len(plan.dropped),
+        deliveries_reordered=len(plan.held),
+        divergences=len(heals),
+        divergences_lasting=len(lasting),
+        heal_s={
+            "p50": round(percentile(heals, 50), 3) if heals else 0.0,
+            "p99": round(percentile(heals, 99), 3) if heals else 0.0,
+            "max": round(slowest, 3),
+        },
+        lasting_heal_s={
+            "p50": round(percentile([d.heal_s for d in lasting], 50), 3) if lasting else 0.0,
+            "max": round(max((d.heal_s for d in lasting), default=0.0), 3),
+        },
+        answers=verdict.answers,
+        wrong_answers=verdict.wrong,
+        wrong_live_answers=verdict.wrong_live,
+        wrong_live_beyond_bound=verdict.wrong_live_beyond,
+        failed_reads=verdict.failed,
+        verifier_keys_repaired=verified.keys_repaired,
+        verifier_passes=verified.passes,
+    )
+    assert not unhealed, f"divergences never healed: {[(d.entity, round(d.heal_s, 2)) for d in unhealed[:5]]}"
+    assert slowest <= bound_s, (
+        f"a divergence took {slowest:.2f} s to heal, beyond the anti-entropy bound of {bound_s} s: "
+        f"{[(d.entity, round(d.heal_s, 2)) for d in verdict.divergences if d.heal_s > bound_s][:5]}"
+    )
+    assert verdict.wrong_live_beyond == 0, (
+        f"{verdict.wrong_live_beyond} answers labelled LIVE were wrong for longer than {bound_s} s"
+    )
+    assert sum(injector.moves.values()) >= duration_s * MOVES_PER_S / 3, "the injector hardly ran"
+    assert plan.dropped, "no delivery was dropped: the scenario did not test lost events"
