@@ -248,7 +248,10 @@ def parse_map(data: Any, source: str) -> WrapperMap:
         _tenant_in_urls(mapping)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ": ".join(str(part) for part in error["loc"])
+        loc = [str(part) for part in error["loc"]]
+        if loc[:1] == ["kinds"] and len(loc) > 2:  # `<kind>: <field.path>`
+            loc = [loc[1], ".".join(loc[2:])]
+        where = ": ".join(loc)
         message = str(error["msg"]).removeprefix("Value error, ")
         raise MappingError(f"{source}: {where + ': ' if where else ''}{message}".replace("\n", " ")) from None
     except ValueError as exc:
