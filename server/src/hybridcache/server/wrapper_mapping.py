@@ -249,8 +249,10 @@ def parse_map(data: Any, source: str) -> WrapperMap:
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = [str(part) for part in error["loc"]]
-        if loc[:1] == ["kinds"] and len(loc) > 2:  # `<kind>: <field.path>`
-            loc = [loc[1], ".".join(loc[2:])]
+        if loc[:1] == ["kinds"] and (len(loc) > 1 or error["type"] == "value_error"):
+            # `<kind>: <field.path>` (the template check names the kind itself)
+            rest = ["kind" if part == "[key]" else part for part in loc[2:]]
+            loc = loc[1:2] + ([".".join(rest)] if rest else [])
         where = ": ".join(loc)
         message = str(error["msg"]).removeprefix("Value error, ")
         raise MappingError(f"{source}: {where + ': ' if where else ''}{message}".replace("\n", " ")) from None
