@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from hybridcache.server import wrapper_urls
 from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.policy import SNAPSHOT_KINDS
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _LITERAL_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@-]+$")
@@ -305,7 +306,9 @@ DEFAULT_MAP = WrapperMap(
     kinds={
         kind: KindMap(
             fetch=FetchEndpoint(url=f"/api/tenants/{{tenant}}/{path}"),
-            list=ListEndpoint(url=f"/api/tenants/{{tenant}}/snapshots/{kind}"),
+            list=ListEndpoint(url=f"/api/tenants/{{tenant}}/snapshots/{kind}")
+            if kind in SNAPSHOT_KINDS
+            else None,
         )
         for kind, path in _ITEM_PATHS.items()
     }
