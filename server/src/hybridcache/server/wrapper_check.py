@@ -240,7 +240,8 @@ def register(commands: Any) -> None:
     cmd.add_argument("--timeout", type=float, default=5.0, help="longest single call, seconds")
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # (looked up now: a test may have replaced it)
     try:
         mapping = load_map(args.map) if args.map else DEFAULT_MAP
         token = Path(args.token_file).read_text(encoding="utf-8").strip()
