@@ -238,6 +238,11 @@ def register(commands: Any) -> None:
         "--key", action="append", default=[], metavar="KIND=ID", help="an id to fetch (repeatable)"
     )
     cmd.add_argument("--timeout", type=float, default=5.0, help="longest single call, seconds")
+    cmd.add_argument(
+        "--events", type=float, default=0, metavar="SECONDS", help="also listen to notifications"
+    )
+    cmd.add_argument("--redis-url", default=None, help="the Wrapper's Redis (needed with --events)")
+    cmd.add_argument("--app", action="append", default=None, help="app part of the channels (default crm)")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -258,6 +263,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except ValueError as exc:
         print(f"hybridcache wrapper-check: --key: {exc}", file=sys.stderr)
         return 2
+    if args.events > 0 and not args.redis_url:
+        print("hybridcache wrapper-check: --events needs --redis-url", file=sys.stderr)
+        return 2
     bytes_read = [0]
 
     def count(response: httpx.Response) -> None:
@@ -270,5 +278,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         check.run()
     finally:
         client.close()
+    if args.events > 0:
+        from hybridcache.server.wrapper_events_check import listen  # noqa: PLC0415 (redis only here)
+
+        for name, status, detail in listen(args.redis_url, args.app or ["crm"], args.events):
+            check.add("(all)", name, status, detail)
     print_table(check.rows, out)
     return verdict(check.rows, out)
