@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from hybridcache.server.config import ConfigError, load_settings
+from hybridcache.server.core.errors import WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
+from hybridcache.server.wrapper_client import WrapperClient
 from hybridcache.server.wrapper_mapping import DEFAULT_MAP, MappingError, load_map, parse_map
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -139,3 +141,20 @@ def test_a_replicated_kind_needs_its_list_endpoint(tmp_path: Path) -> None:
         {"HYBRIDCACHE_WRAPPER_MAP": str(only_fetch), "HYBRIDCACHE_KIND_POLICIES": policies}
     )
     assert settings.wrapper_map == str(only_fetch)
+
+
+def test_a_kind_the_mapping_leaves_out_is_a_wrapper_error_and_sends_nothing() -> None:
+
+    mapping = parse_map({"kinds": {"org-units": {"fetch": {"url": "/api/{tenant}/units/{key}"}}}}, "m.yaml")
+    client = WrapperClient(
+        "http://127.0.0.1:9", "", mapping=mapping
+    )  # (nothing listens: no call may be made)
+    try:
+        with pytest.raises(WrapperUnavailable, match="does not map credit-costs") as unmapped:
+            client.fetch_item("acme", Kind.CREDIT_COSTS, "x", None)
+        assert unmapped.value.reason == "WRAPPER_ERROR"
+        with pytest.raises(WrapperUnavailable, match="no list endpoint for org-units"):
+            client.fetch_snapshot("acme", Kind.ORG_UNITS, None)
+        assert not client.known_down(Kind.CREDIT_COSTS), "a mapping gap is no Wrapper failure"
+    finally:
+        client.close()
