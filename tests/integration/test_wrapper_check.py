@@ -5,7 +5,10 @@ with the line that says what to fix."""
 from __future__ import annotations
 
 import copy
+import http.server
+import json
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,3 +199,74 @@ def test_a_bad_mapping_file_stops_it_with_exit_2(
         err.strip()
         == f"hybridcache wrapper-check: {bad}: credit-costs: fetch.url: needs {{key}} exactly once"
     )
+
+
+class _Misbehaving(http.server.BaseHTTPRequestHandler):
+    """A Wrapper that breaks the contract in the ways the development Wrapper never does:
+    each list has lower versions than the one before, every id exists, and a fetched
+    entity differs from its listed value."""
+
+    lists = 0
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/tenants/acme/snapshots/credit-costs"):
+            type(self).lists += 1
+            version = 10 - type(self).lists
+            body: Any = {
+                "revision": version,
+                "items": [{"operationCode": "a", "cost": "1", "version": version}],
+            }
+        else:
+            body = {"operationCode": "a", "cost": "2", "version": 1}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_versions_going_back_and_ids_that_always_exist(
+    capsys: pytest.CaptureFixture[str], token_file: str, tmp_path: Path
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    mapping = tmp_path / "wrapper.yaml"
+    mapping.write_text(
+        "kinds:\n  credit-costs:\n"
+        "    fetch: {url: '/api/tenants/{tenant}/credit-costs/{key}'}\n"
+        "    list: {url: '/api/tenants/{tenant}/snapshots/credit-costs'}\n",
+        encoding="utf-8",
+    )
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code = main(
+            [
+                "wrapper-check",
+                "--url",
+                url,
+                "--token-file",
+                token_file,
+                "--tenant",
+                "acme",
+                "--map",
+                str(mapping),
+            ]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = capsys.readouterr().out
+    assert code == 1, out
+    failed = rows(out, "FAIL")
+    assert any(
+        "versions" in line and "went back between two lists (revision 9 -> 8)" in line for line in failed
+    ), out
+    assert any("fetch" in line and "differs from the list's entity" in line for line in failed), out
+    assert any(
+        "404 item" in line and "answered 200 for an id that cannot exist" in line for line in failed
+    ), out
