@@ -270,3 +270,20 @@ def test_versions_going_back_and_ids_that_always_exist(
     assert any(
         "404 item" in line and "answered 200 for an id that cannot exist" in line for line in failed
     ), out
+
+
+def test_paging_the_wrapper_ignores(
+    capsys: pytest.CaptureFixture[str], wrappers: dict[str, str], token_file: str, tmp_path: Path
+) -> None:
+    def misname_offset(mapping: dict[str, Any]) -> None:
+        mapping["kinds"]["user-status"]["list"]["paging"]["offset_param"] = (
+            "skip"  # the Wrapper reads `offset`
+        )
+
+    code, out = check(capsys, wrappers["crm"], token_file, "--map", crm_map(tmp_path, misname_offset))
+    assert code == 1
+    assert any(
+        line.startswith("user-status")
+        and "page 2 repeats the entities already listed (paging ignored?)" in line
+        for line in rows(out, "FAIL")
+    ), out

@@ -166,9 +166,12 @@ class WrapperClient:
                     raise ValueError(
                         f"{endpoint.items!r} must be a list and {endpoint.revision!r} an integer"
                     )
+                known = len(items)
                 for raw in items_raw:
                     value = codec.parse_item(kind, to_contract(entry, raw))
                     items[codec.key_of(kind, value)] = value
+                if page > 0 and items_raw and len(items) == known:  # else: the same page, max_pages times
+                    raise ValueError(f"page {page + 1} repeats the entities already listed (paging ignored?)")
                 received += len(items_raw)
                 more, cursor = next_page(paging, body, len(items_raw), received)
                 if not more:
