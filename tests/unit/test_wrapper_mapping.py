@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hybridcache.server.config import ConfigError, load_settings
-from hybridcache.server.core.errors import WrapperUnavailable
+from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.wrapper_client import WrapperClient
 from hybridcache.server.wrapper_mapping import DEFAULT_MAP, MappingError, load_map, parse_map
@@ -156,5 +156,20 @@ def test_a_kind_the_mapping_leaves_out_is_a_wrapper_error_and_sends_nothing() ->
         with pytest.raises(WrapperUnavailable, match="no list endpoint for org-units"):
             client.fetch_snapshot("acme", Kind.ORG_UNITS, None)
         assert not client.known_down(Kind.CREDIT_COSTS), "a mapping gap is no Wrapper failure"
+    finally:
+        client.close()
+
+
+def test_a_mapped_wrapper_has_no_digests_and_is_never_asked_for_them() -> None:
+    mapping = load_map(str(EXAMPLES / "wrapper-map-crm.yaml"))
+    client = WrapperClient(
+        "http://127.0.0.1:9", "", mapping=mapping
+    )  # (nothing listens: no call may be made)
+    try:
+        with pytest.raises(NotFound) as digest:
+            client.fetch_digest("acme", Kind.CREDIT_COSTS, 256, None)
+        assert digest.value.reason == "NOT_FOUND", "the verifier reads NOT_FOUND as: no digest endpoint"
+        with pytest.raises(NotFound):
+            client.fetch_bucket("acme", Kind.CREDIT_COSTS, 256, 0, None)
     finally:
         client.close()
