@@ -180,3 +180,11 @@ def test_a_server_that_starts_warns_of_unknown_variables_and_of_secure_mode_with
         in said
     ), said
     assert any(w.startswith("HYBRIDCACHE_CALLERS is empty: every call will be refused") for w in said), said
+
+
+def test_wrapper_map(tmp_path: Path) -> None:
+    mapping = tmp_path / "wrapper.yaml"
+    mapping.write_text("kinds:\n  credit-costs:\n    list: {url: /api/costs, paging: {style: pages}}\n")
+    assert refused(HYBRIDCACHE_WRAPPER_MAP=str(mapping)) == (
+        f"HYBRIDCACHE_WRAPPER_MAP: {mapping}: credit-costs: fetch: Field required"
+    )

@@ -52,6 +52,7 @@ from hybridcache.server.verifier import Verifier, VerifierConfig
 from hybridcache.server.watch import serve_watch
 from hybridcache.server.wrapper_client import WrapperClient
 from hybridcache.server.wrapper_health import WrapperHealth
+from hybridcache.server.wrapper_mapping import DEFAULT_MAP, load_map
 from hybridcache.v1 import hybridcache_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Service:
                 failure_threshold=settings.wrapper_breaker_failures,
                 reset_timeout_s=settings.wrapper_breaker_reset_s,
             ),
+            mapping=load_map(settings.wrapper_map) if settings.wrapper_map else DEFAULT_MAP,
         )
         # Background refreshes (stale-while-revalidate) run here, off the RPC threads.
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hybridcache-refresh")

@@ -1,4 +1,5 @@
-"""`hybridcache` command line: `serve` (the service), `dev` (the whole dev stack), `bench`."""
+"""`hybridcache` command line: `serve` (the service), `dev` (the whole dev stack), `bench`,
+`wrapper-check` (a Wrapper against its mapping)."""
 
 from __future__ import annotations
 
@@ -141,13 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     from hybridcache.server import opscli  # noqa: PLC0415 (the operator's `stats` and `watch`)
 
     opscli.register(commands)
+    from hybridcache.server import wrapper_check  # noqa: PLC0415
+
+    wrapper_check.register(commands)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark runner parses its own options
         from hybridcache.server.bench.runner import main as bench_main  # noqa: PLC0415
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
-    if (code := opscli.run(args)) is not None:
+    code = wrapper_check.run(args) if args.command == "wrapper-check" else opscli.run(args)
+    if code is not None:
         return code
     if args.command == "serve":
         return serve(args.workers)

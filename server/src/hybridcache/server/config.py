@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hybridcache.server.config_models import CallerEntry, KindPolicyOverride, check_unique_callers
 from hybridcache.server.core.errors import InvalidRequest
-from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.core.policy import DEFAULT_POLICIES
 from hybridcache.server.validation import check_tenant_id
 
@@ -116,6 +116,39 @@ class Settings(BaseSettings):
     wrapper_breaker_reset_s: float = Field(
         2.0, gt=0, description="How long an open breaker waits before letting one probe call through."
     )
+    # Wrapper mapping: a Wrapper with its own API (wrapper_mapping.py; docs/WRAPPER.md)
+    wrapper_map: str = Field(
+        "",
+        description="YAML file mapping the Wrapper's URLs, paging and JSON fields onto the kinds "
+        "(empty: hybridcache's own Wrapper API, docs/wrapper-api.yaml).",
+    )
+
+    @field_validator("wrapper_map", mode="after")
+    @classmethod
+    def _wrapper_map(cls, value: str) -> str:
+        if value:
+            from hybridcache.server.wrapper_mapping import load_map  # noqa: PLC0415 (only when set)
+
+            load_map(value)  # MappingError (a ValueError): one line naming file, kind and field
+        return value
+
+    @model_validator(mode="after")
+    def _replicated_kinds_listed(self) -> Self:
+        # A replicated kind loads by listing: a mapping without its list endpoint stops start-up.
+        if self.wrapper_map:
+            from hybridcache.server.wrapper_mapping import load_map  # noqa: PLC0415
+
+            kinds = load_map(self.wrapper_map).kinds
+            for kind, default in DEFAULT_POLICIES.items():
+                override = self.kind_policies.get(kind)
+                tier = override.apply(default).tier if override else default.tier
+                if tier is Tier.REPLICA and (kind not in kinds or kinds[kind].list is None):
+                    raise ValueError(
+                        f"{ENV_PREFIX}WRAPPER_MAP: {self.wrapper_map}: {kind}: list: needed, "
+                        f"{kind} is replicated (map its list endpoint, or make it on-demand in "
+                        f"{ENV_PREFIX}KIND_POLICIES)"
+                    )
+        return self
 
     # --- What is cached, and how
     tenants: Annotated[list[str], NoDecode] = Field(

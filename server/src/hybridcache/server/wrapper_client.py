@@ -37,17 +37,10 @@ from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.source import Snapshot
 from hybridcache.server.core.values import Value
 from hybridcache.server.wrapper_health import UNHEALTHY_REASONS, WrapperHealth
+from hybridcache.server.wrapper_mapping import DEFAULT_MAP, KindMap, WrapperMap, dig, next_page, to_contract
 
 log = logging.getLogger(__name__)
 
-_ITEM_PATHS: dict[Kind, str] = {
-    Kind.CREDIT_COSTS: "credit-costs/{key}",
-    Kind.ROLE_PERMISSIONS: "roles/{key}",
-    Kind.USER_STATUS: "users/{key}/status",
-    Kind.FEATURE_FLAGS: "feature-flags/{key}",
-    Kind.USER_PROFILES: "users/{key}/profile",
-    Kind.ORG_UNITS: "org-units/{key}",
-}
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _MIN_ATTEMPT_S = 0.005  # an attempt with less time than this left is not worth starting
 _BACKOFF_BASE_S = 0.02
@@ -70,7 +63,10 @@ class WrapperClient:
         on_snapshot: Callable[[str], None] | None = None,
         max_concurrent_snapshots: int = 0,
         health: WrapperHealth | None = None,
+        mapping: WrapperMap = DEFAULT_MAP,
     ) -> None:
+        self.mapping = mapping  # URLs, paging and JSON shapes of this Wrapper (wrapper_mapping.py)
+        self.pages_loaded = 0  # list pages fetched, all kinds (paging is visible to the check)
         self._timeout_s = timeout_s
         self.health = health or WrapperHealth()
         self._retries = retries
@@ -107,20 +103,22 @@ class WrapperClient:
     # --- WrapperSource
 
     def fetch_item(self, tenant_id: str, kind: Kind, key: str, deadline: float | None) -> Value:
-        path = f"/api/tenants/{_seg(tenant_id)}/" + _ITEM_PATHS[kind].format(key=_seg(key))
-        body = self._get(path, deadline, what=f"item:{kind}")
+        entry = self._entry(kind)
+        path, headers = self.mapping.fetch_request(tenant_id, entry, key)
+        body = self._get(path, deadline, what=f"item:{kind}", headers=headers)
         try:
-            return codec.parse_item(kind, body)
+            if entry.fetch.item is not None:
+                body = dig(body, entry.fetch.item)
+            return codec.parse_item(kind, to_contract(entry, body))
         except ValueError as exc:
             raise WrapperUnavailable(
                 f"the Wrapper sent a malformed {kind} item: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
             ) from None
 
     def fetch_snapshot(self, tenant_id: str, kind: Kind, deadline: float | None) -> Snapshot:
-        path = f"/api/tenants/{_seg(tenant_id)}/snapshots/{kind}"
         slots = self._snapshot_slots
         if slots is None:
-            body = self._get(path, deadline, what=f"snapshot:{kind}")
+            snapshot = self._load_snapshot(tenant_id, kind, deadline)
         else:
             if deadline is None:
                 deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
@@ -129,21 +127,71 @@ class WrapperClient:
                     "too many snapshot loads in progress; none finished in time", reason=Reason.WRAPPER_BUSY
                 )
             try:
-                body = self._get(path, deadline, what=f"snapshot:{kind}")
+                snapshot = self._load_snapshot(tenant_id, kind, deadline)
             finally:
                 slots.release()
-        try:
-            revision = body.get("revision", 0)
-            if not isinstance(revision, int):
-                raise ValueError("'revision' must be an integer")
-            items = codec.parse_items(kind, body["items"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WrapperUnavailable(
-                f"the Wrapper sent a malformed {kind} snapshot: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
-            ) from None
         if self._on_snapshot is not None:
             self._on_snapshot(tenant_id)
+        return snapshot
+
+    def _load_snapshot(self, tenant_id: str, kind: Kind, deadline: float | None) -> Snapshot:
+        """Every page of the kind's list endpoint (its mapping's paging style)."""
+        entry = self._entry(kind)
+        endpoint = entry.list
+        if endpoint is None:
+            raise WrapperUnavailable(
+                f"the Wrapper mapping has no list endpoint for {kind}", reason=Reason.WRAPPER_ERROR
+            )
+        if deadline is None:  # one deadline for all the pages
+            deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
+        paging = endpoint.paging
+        items: dict[str, Value] = {}
+        revision = 0
+        cursor: str | None = None
+        received = 0  # entities in the pages so far: the next offset
+        for page in range(paging.max_pages):
+            path, headers = self.mapping.list_request(tenant_id, endpoint, cursor, received)
+            body = self._get(path, deadline, what=f"snapshot:{kind}", headers=headers)
+            self.pages_loaded += 1
+            try:
+                items_raw = dig(body, endpoint.items)
+                if page == 0 and endpoint.revision is not None:
+                    found = dig(body, endpoint.revision)
+                    revision = 0 if found is None else found  # a Wrapper without revisions: 0
+                if (
+                    not isinstance(items_raw, list)
+                    or isinstance(revision, bool)
+                    or not isinstance(revision, int)
+                ):
+                    raise ValueError(
+                        f"{endpoint.items!r} must be a list and {endpoint.revision!r} an integer"
+                    )
+                known = len(items)
+                for raw in items_raw:
+                    value = codec.parse_item(kind, to_contract(entry, raw))
+                    items[codec.key_of(kind, value)] = value
+                if page > 0 and items_raw and len(items) == known:  # else: the same page, max_pages times
+                    raise ValueError(f"page {page + 1} repeats the entities already listed (paging ignored?)")
+                received += len(items_raw)
+                more, cursor = next_page(paging, body, len(items_raw), received)
+                if not more:
+                    break
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise WrapperUnavailable(
+                    f"the Wrapper sent a malformed {kind} snapshot: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
+                ) from None
+        else:
+            raise WrapperUnavailable(
+                f"the {kind} list did not end within {paging.max_pages} pages",
+                reason=Reason.WRAPPER_BAD_RESPONSE,
+            )
         return Snapshot(tenant_id=tenant_id, kind=kind, revision=revision, items=items)
+
+    def _entry(self, kind: Kind) -> KindMap:
+        entry = self.mapping.entry(kind)
+        if entry is None:
+            raise WrapperUnavailable(f"the Wrapper mapping does not map {kind}", reason=Reason.WRAPPER_ERROR)
+        return entry
 
     def list_tenants(self, deadline: float | None = None) -> list[str]:
         body = self._get("/api/tenants", deadline, what="tenants")
@@ -156,6 +204,7 @@ class WrapperClient:
         self, tenant_id: str, kind: Kind, bucket_count: int, deadline: float | None, *, buckets: bool = False
     ) -> KindDigest:
         """The Wrapper's digest of a tenant-kind: the top only, or with every bucket's."""
+        self._digests_mapped()
         path = f"/api/tenants/{_seg(tenant_id)}/digests/{kind}" + ("/buckets" if buckets else "")
         body = self._get(f"{path}?bucketCount={int(bucket_count)}", deadline, what="digest")
         try:
@@ -173,6 +222,7 @@ class WrapperClient:
         self, tenant_id: str, kind: Kind, bucket_count: int, bucket: int, deadline: float | None
     ) -> dict[str, Value]:
         """The items of one digest bucket of a tenant-kind (key -> value)."""
+        self._digests_mapped()
         path = f"/api/tenants/{_seg(tenant_id)}/snapshots/{kind}/buckets/{int(bucket)}"
         body = self._get(f"{path}?bucketCount={int(bucket_count)}", deadline, what="bucket")
         try:
@@ -182,14 +232,22 @@ class WrapperClient:
                 f"the Wrapper sent a malformed {kind} bucket: {exc}", reason=Reason.WRAPPER_BAD_RESPONSE
             ) from None
 
+    def _digests_mapped(self) -> None:
+        """Digests are not part of a mapping file: a Wrapper with its own API has none (as
+        if it answered 404 there: the verifier then relies on events; docs/WRAPPER.md)."""
+        if self.mapping != DEFAULT_MAP:
+            raise NotFound("the Wrapper mapping has no digest endpoints", reason=Reason.NOT_FOUND)
+
     # --- one GET with deadline-bounded retries
 
-    def _get(self, path: str, deadline: float | None, *, what: str) -> Any:
+    def _get(
+        self, path: str, deadline: float | None, *, what: str, headers: dict[str, str] | None = None
+    ) -> Any:
         """Through the endpoint kind's circuit breaker (`wrapper_health.py`)."""
         breaker = self.health.breaker(what)
         probe = breaker.admit()  # raises WRAPPER_KNOWN_DOWN while open
         try:
-            body = self._get_with_retries(path, deadline, what=what)
+            body = self._get_with_retries(path, deadline, what=what, headers=headers)
         except WrapperUnavailable as exc:
             if exc.reason in UNHEALTHY_REASONS:
                 breaker.failed(probe)
@@ -207,7 +265,9 @@ class WrapperClient:
         breaker.succeeded(probe)
         return body
 
-    def _get_with_retries(self, path: str, deadline: float | None, *, what: str) -> Any:
+    def _get_with_retries(
+        self, path: str, deadline: float | None, *, what: str, headers: dict[str, str] | None = None
+    ) -> Any:
         if deadline is None:
             deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
         url = wrapper_urls.resolve(self._http.base_url, path)  # exactly this path, or refused
@@ -220,7 +280,7 @@ class WrapperClient:
                 )
             started = time.monotonic()
             try:
-                response = self._http.get(url, timeout=min(self._timeout_s, left))
+                response = self._http.get(url, timeout=min(self._timeout_s, left), headers=headers)
             except httpx.TimeoutException:
                 failure = WrapperUnavailable(
                     "the Wrapper did not answer in time", reason=Reason.WRAPPER_TIMEOUT
@@ -241,7 +301,7 @@ class WrapperClient:
                         ) from None
                 if status == 404:
                     self._observe(what, started, ok=True)
-                    raise _not_found(response)
+                    raise self._not_found(response)
                 if status not in _RETRYABLE_STATUS:
                     self._observe(what, started, ok=False)
                     raise WrapperUnavailable(
@@ -264,18 +324,17 @@ class WrapperClient:
         if self._on_fetch is not None:
             self._on_fetch(what.split(":", 1)[-1], time.monotonic() - started, ok)
 
+    def _not_found(self, response: httpx.Response) -> NotFound:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if self.mapping.tenant_unknown(body):
+            return NotFound("unknown tenant", reason=Reason.TENANT_NOT_FOUND)
+        return NotFound("not found", reason=Reason.NOT_FOUND)
+
 
 def _seg(value: str) -> str:
     """One URL path segment, percent-encoded, never a dot segment (`wrapper_urls`); ids are
     validated already, this is defence in depth."""
     return wrapper_urls.segment(value)
-
-
-def _not_found(response: httpx.Response) -> NotFound:
-    try:
-        code = response.json().get("error", "not_found")
-    except ValueError:
-        code = "not_found"
-    if code == "tenant_not_found":
-        return NotFound("unknown tenant", reason=Reason.TENANT_NOT_FOUND)
-    return NotFound("not found", reason=Reason.NOT_FOUND)

@@ -31,6 +31,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
+    p.add_argument("--api-shape", choices=["contract", "crm"], default="contract", help="crm: crm_routes.py")
     p.add_argument("--write-openapi", metavar="PATH", help="write the OpenAPI document to PATH and exit")
     return p.parse_args(argv)
 
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             reseed=args.reseed,
             access_log=args.access_log,
             log_level=args.log_level,
+            api_shape=args.api_shape,
         )
     )
 

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hybridcache.server.devwrapper import admin_routes, api_routes
+from hybridcache.server.devwrapper import admin_routes, api_routes, crm_routes
 from hybridcache.server.devwrapper.defaults import DEFAULT_APP, DEFAULT_TOKEN
 from hybridcache.server.devwrapper.deps import ApiError, WrapperContext
 from hybridcache.server.devwrapper.instrument import ApiInstrumentation, ConnectionRegistry
@@ -36,6 +36,7 @@ def create_app(
     token: str = DEFAULT_TOKEN,
     app_name: str = DEFAULT_APP,
     connections: ConnectionRegistry | None = None,
+    api_shape: str = "contract",
 ) -> FastAPI:
     """Build the app over a store; `publisher=None` never publishes ("published": false)."""
     context = WrapperContext(store=store, publisher=publisher, token=token, app_name=app_name)
@@ -55,7 +56,8 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.wrapper = context
-    app.include_router(api_routes.router)
+    api = crm_routes.router if api_shape == "crm" else api_routes.router  # (crm_routes.py)
+    app.include_router(api)
     app.include_router(admin_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
@@ -67,7 +69,7 @@ def create_app(
         ApiInstrumentation,
         # The /api router's own routes carry their full paths; the app's route list holds
         # FastAPI's lazily included router objects instead.
-        routes=api_routes.router.routes,
+        routes=api.routes,
         stats=context.stats,
         faults=context.faults,
         connections=connections,

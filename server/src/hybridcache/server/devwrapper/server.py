@@ -61,6 +61,7 @@ class WrapperSettings:
     reseed: bool = False  # reload the seed even when the database has data
     access_log: bool = False
     log_level: str = "warning"
+    api_shape: str = "contract"  # or "crm": the design note's shape (crm_routes.py)
 
 
 def open_store(settings: WrapperSettings) -> Store:
@@ -138,7 +139,14 @@ def run(settings: WrapperSettings) -> None:
         mode=settings.publish_mode,
         stream_maxlen=settings.stream_maxlen,
     )
-    app = create_app(store, publisher, token=settings.token, app_name=settings.app_name, connections=registry)
+    app = create_app(
+        store,
+        publisher,
+        token=settings.token,
+        app_name=settings.app_name,
+        connections=registry,
+        api_shape=settings.api_shape,
+    )
     stopping = app.state.wrapper.faults.stopping
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
