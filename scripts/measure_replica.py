@@ -25,11 +25,11 @@ import grpc
 import redis
 
 from hybridcache.client import ClientConfig, HybridCacheClient, NearCache
-from hybridcache.server.bench.stack import service_env, start_service
-from hybridcache.server.devwrapper import launch
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.bench.stack import service_env, start_service
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
 
 TENANT = "tenant-0001"
 BATCH = 1_000

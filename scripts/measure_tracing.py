@@ -29,13 +29,13 @@ import grpc
 from hybridcache.server import logs
 from hybridcache.server.app import create_service
 from hybridcache.server.config import Settings
-from hybridcache.server.devwrapper import launch
 from hybridcache.server.logs import configure_logging
 from hybridcache.server.readiness import wait_serving
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.server.registration import SERVICE_NAME, _TableCapture
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
 
 
 def settings(wrapper_url: str, redis_url: str) -> Settings:

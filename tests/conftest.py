@@ -13,10 +13,10 @@ import pytest
 
 from hybridcache.server.app import Service, create_service
 from hybridcache.server.config import Settings
-from hybridcache.server.devwrapper import launch
 from hybridcache.server.readiness import wait_serving
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
 
 WRAPPER_TOKEN = "test-wrapper-token"
 

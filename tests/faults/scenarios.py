@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from hybridcache.server.devwrapper.seed import FLAG_KEYS, OPERATION_CODES
+from hybridcache_dev.wrapper.seed import FLAG_KEYS, OPERATION_CODES
 from tests.faults.history import Convergence, History, Request, convergence, wait_until
 from tests.faults.stack import TENANTS, WrapperAdmin
 

@@ -26,9 +26,9 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybridcache.server.app import Service, create_service
-from hybridcache.server.devwrapper import DevWrapperProcess, launch
 from hybridcache.server.readiness import wait_serving
-from hybridcache.server.redis_process import RedisProcess, free_port
+from hybridcache_dev.stack.redis_process import RedisProcess, free_port
+from hybridcache_dev.wrapper import DevWrapperProcess, launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.faults.history import Request, canonical, flag_value, status_value
 from tests.faults.proxy import FaultProxy

@@ -28,7 +28,7 @@ from collections import Counter
 
 import pytest
 
-from hybridcache.server.devwrapper.seed import OPERATION_CODES
+from hybridcache_dev.wrapper.seed import OPERATION_CODES
 from tests.faults.conftest import Figures, Scale
 from tests.faults.divergence import TruthLog, judge
 from tests.faults.history import History, LoadLoop, Request, canonical, percentile, wait_until

@@ -25,9 +25,9 @@ import grpc
 import pytest
 import redis
 
-from hybridcache.server.devwrapper.seed import OPERATION_CODES
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.wrapper.seed import OPERATION_CODES
 from tests.faults.conftest import Figures, Scale, variants
 from tests.faults.history import (
     History,

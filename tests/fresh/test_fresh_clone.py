@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from hybridcache.server.readiness import wait_serving
-from hybridcache.server.redis_process import BINARY_ENV, free_port
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import BINARY_ENV, free_port
 
 pytestmark = [pytest.mark.fresh, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,9 +23,9 @@ from typing import Any
 import grpc
 import pytest
 
-from hybridcache.server.redis_process import RedisProcess, free_port
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from tests.conftest import WRAPPER_TOKEN
 from tests.helpers import wait_for
 from tests.image.test_image_files import image_tag

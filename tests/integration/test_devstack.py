@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridcache.server.devstack_leftovers import DB_FILE, LOCK_FILE, read_pids, write_pids
+from hybridcache_dev.stack.devstack_leftovers import DB_FILE, LOCK_FILE, read_pids, write_pids
 from tests.devstack_process import HYBRIDCACHE, STATE_DIR, DevStack, wait_gone
 from tests.helpers import wait_for
 

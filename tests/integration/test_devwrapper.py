@@ -19,7 +19,7 @@ import pytest
 
 from hybridcache.server.codec import parse_item
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.devwrapper import DevWrapperProcess, launch
+from hybridcache_dev.wrapper import DevWrapperProcess, launch
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(60)

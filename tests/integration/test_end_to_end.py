@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from hybridcache.server.app import Service
-from hybridcache.server.devwrapper import launch
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 

@@ -13,7 +13,7 @@ import pytest
 from hybridcache.client import ClientConfig, HybridCacheClient, Internal, Reason
 from hybridcache.server.app import Service
 from hybridcache.server.config import Settings
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.faults.stack import WrapperAdmin
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hybridcache.server.app import Service
-from hybridcache.server.redis_process import RedisProcess, free_port
+from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from tests.conftest import service_settings
 from tests.integration.test_tls import self_signed
 

@@ -10,7 +10,7 @@ import pytest
 
 from hybridcache.server.app import Service
 from hybridcache.server.config import Settings
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import service_settings
 
 pytestmark = pytest.mark.timeout(60)

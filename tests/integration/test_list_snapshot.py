@@ -14,9 +14,9 @@ import pytest
 
 from hybridcache.server.app import Service
 from hybridcache.server.auth import token_sha256
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import service_settings
 from tests.helpers import wait_for
 

@@ -32,9 +32,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from hybridcache.server.app import Service
-from hybridcache.server.redis_process import RedisProcess, free_port
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from tests.conftest import service_settings
 from tests.helpers import wait_for
 

@@ -11,7 +11,7 @@ import pytest
 from hybridcache.server.events.connection import SocketOptions
 from hybridcache.server.events.stats import EventStats
 from hybridcache.server.events.subscriber import RedisSubscriber
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -231,7 +231,7 @@ def test_other_bad_inputs(stub: pb_grpc.HybridCacheStub) -> None:
 
 
 def test_wrapper_down_gives_unavailable_within_the_deadline(start_service: Any, redis_server: Any) -> None:
-    from hybridcache.server.redis_process import free_port
+    from hybridcache_dev.stack.redis_process import free_port
     from tests.conftest import service_settings
 
     dead_wrapper = f"http://127.0.0.1:{free_port()}"

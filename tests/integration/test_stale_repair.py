@@ -23,10 +23,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hybridcache.server.app import Service
-from hybridcache.server.devwrapper import DevWrapperProcess, launch
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import DevWrapperProcess, launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 

@@ -23,11 +23,11 @@ from hybridcache.client.errors import NotFound
 from hybridcache.server import logs
 from hybridcache.server.app import Service, create_service
 from hybridcache.server.readiness import wait_serving
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.server.tracing import Tracing, from_environment
 from hybridcache.server.tracing.spans import EVENT_ATTRIBUTES, SPAN_ATTRIBUTES, OtelTracing, route_of
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 

@@ -15,9 +15,15 @@ import pytest
 import redis
 
 from hybridcache.server.readiness import wait_serving
-from hybridcache.server.redis_process import BINARY_ENV, RedisProcess, free_port, redis_binary, valkey_binary
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import (
+    BINARY_ENV,
+    RedisProcess,
+    free_port,
+    redis_binary,
+    valkey_binary,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # .venv/bin: python, hybridcache, grpcurl; no redis-server

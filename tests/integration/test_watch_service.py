@@ -15,7 +15,7 @@ import pytest
 
 from hybridcache.client import ClientConfig, HybridCacheClient, NearCache, WatchConfig
 from hybridcache.server.app import Service
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import service_settings
 from tests.helpers import wait_for
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from hybridcache.server.cli import main
-from hybridcache.server.devwrapper import launch
+from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from hybridcache.server.cli import main
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN
 from tests.helpers import wait_for
 

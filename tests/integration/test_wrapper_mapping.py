@@ -20,15 +20,15 @@ from hybridcache.server import codec
 from hybridcache.server.app import Service
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.devwrapper import launch
-from hybridcache.server.devwrapper.seed import demo_tenants
-from hybridcache.server.devwrapper.store import Store
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.server.wrapper_client import WrapperClient
 from hybridcache.server.wrapper_mapping import DEFAULT_MAP, WrapperMap, load_map
 from hybridcache.server.wrapper_urls import UnsafeWrapperPath
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
+from hybridcache_dev.wrapper.seed import demo_tenants
+from hybridcache_dev.wrapper.store import Store
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 

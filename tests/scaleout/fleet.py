@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from hybridcache.server.readiness import wait_serving
-from hybridcache.server.redis_process import free_port
+from hybridcache_dev.stack.redis_process import free_port
 from tests.conftest import WRAPPER_TOKEN
 from tests.faults.stack import ServerProcess
 from tests.redis_server import RedisServer

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from hybridcache.client import ClientConfig, HybridCacheClient
-from hybridcache.server.devwrapper import launch
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN
 from tests.faults.stack import WrapperAdmin
 from tests.scaleout.fleet import log_tail, replicas, wait_until

@@ -27,8 +27,8 @@ import pytest
 
 from hybridcache.client import ClientConfig, HybridCacheClient
 from hybridcache.server.app import create_service
-from hybridcache.server.devwrapper import DevWrapperProcess, launch
 from hybridcache.server.readiness import wait_serving
+from hybridcache_dev.wrapper import DevWrapperProcess, launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.faults.stack import WrapperAdmin
 from tests.scaleout.fleet import SentinelSet, log_tail, replicas, wait_until

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from hybridcache.server.devwrapper import launch
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN
 from tests.scaleout.fleet import TimelineProxy, percentile, replicas, wait_until
 

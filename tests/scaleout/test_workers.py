@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from hybridcache.server.bench.loadgen import Call, LoadPool, serialized
-from hybridcache.server.bench.stats import Summary
-from hybridcache.server.devwrapper import launch
-from hybridcache.server.redis_process import RedisProcess, free_port
 from hybridcache.v1 import hybridcache_pb2 as pb
+from hybridcache_dev.bench.loadgen import Call, LoadPool, serialized
+from hybridcache_dev.bench.stats import Summary
+from hybridcache_dev.stack.redis_process import RedisProcess, free_port
+from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN
 from tests.faults.stack import ServerProcess
 from tests.scaleout.fleet import replica_env, wait_until

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from hybridcache.server.auth import token_sha256
-from hybridcache.server.redis_process import free_port
+from hybridcache_dev.stack.redis_process import free_port
 from tests.faults.stack import Stack, stack
 from tests.integration.test_observability import logged_server  # noqa: F401
 

@@ -18,9 +18,9 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hybridcache.server.app import Service
-from hybridcache.server.redis_process import RedisProcess, free_port
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from tests.conftest import service_settings
 from tests.integration.test_rpcs import error_reason
 from tests.integration.test_tls import self_signed

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridcache.server.bench import report
-from hybridcache.server.bench.plots import write_plots
+from hybridcache_dev.bench import report
+from hybridcache_dev.bench.plots import write_plots
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hybridcache.server.bench.stats import Summary, median_of, percentile, ratio, summarize
+from hybridcache_dev.bench.stats import Summary, median_of, percentile, ratio, summarize
 
 
 def test_percentile_nearest_rank() -> None:
@@ -64,7 +64,7 @@ def test_ratio() -> None:
 
 
 def test_pooled_percentiles_over_all_runs_throughput_of_the_median_run() -> None:
-    from hybridcache.server.bench.suite import pooled
+    from hybridcache_dev.bench.suite import pooled
 
     runs = [[1000] * 99 + [100_000], [2000] * 100, [3000] * 100]  # ns
     summaries = [summarize(run, seconds=s) for run, s in zip(runs, (1.0, 2.0, 4.0), strict=True)]

@@ -19,8 +19,8 @@ import pytest
 
 from hybridcache.server.codec import parse_item
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.devwrapper.app import create_app
-from hybridcache.server.devwrapper.models import (
+from hybridcache_dev.wrapper.app import create_app
+from hybridcache_dev.wrapper.models import (
     CreditCostItem,
     FeatureFlagItem,
     OrgUnitItem,
@@ -28,10 +28,10 @@ from hybridcache.server.devwrapper.models import (
     UserProfileItem,
     UserStatusItem,
 )
-from hybridcache.server.devwrapper.openapi import render_openapi, to_yaml
-from hybridcache.server.devwrapper.publisher import Publisher
-from hybridcache.server.devwrapper.seed import demo_tenants
-from hybridcache.server.devwrapper.store import Store
+from hybridcache_dev.wrapper.openapi import render_openapi, to_yaml
+from hybridcache_dev.wrapper.publisher import Publisher
+from hybridcache_dev.wrapper.seed import demo_tenants
+from hybridcache_dev.wrapper.store import Store
 
 TOKEN = "unit-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -391,7 +391,7 @@ def test_openapi_document_is_committed_and_current() -> None:
     committed = (REPO / "docs" / "wrapper-api.yaml").read_text(encoding="utf-8")
     assert committed == render_openapi(), (
         "docs/wrapper-api.yaml is stale: run "
-        "`.venv/bin/python -m hybridcache.server.devwrapper --write-openapi docs/wrapper-api.yaml`"
+        "`.venv/bin/python -m hybridcache_dev.wrapper --write-openapi docs/wrapper-api.yaml`"
     )
 
 

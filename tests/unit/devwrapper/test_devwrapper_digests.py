@@ -8,7 +8,7 @@ import pytest
 from hybridcache.server.codec import parse_items
 from hybridcache.server.core.digest import bucket_of, digest_of
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.devwrapper.store import SNAPSHOT_KINDS, Store
+from hybridcache_dev.wrapper.store import SNAPSHOT_KINDS, Store
 from tests.unit.devwrapper.test_devwrapper_app import AUTH, run
 
 pytestmark = pytest.mark.timeout(60)

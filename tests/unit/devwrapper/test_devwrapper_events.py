@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.devwrapper.events import dumps_exact, event_for
-from hybridcache.server.devwrapper.seed import demo_tenants
-from hybridcache.server.devwrapper.store import Store
+from hybridcache_dev.wrapper.events import dumps_exact, event_for
+from hybridcache_dev.wrapper.seed import demo_tenants
+from hybridcache_dev.wrapper.store import Store
 
 
 @pytest.fixture

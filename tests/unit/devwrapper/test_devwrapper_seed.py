@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from hybridcache.server.core.values import canonical_decimal
-from hybridcache.server.devwrapper.seed import (
+from hybridcache_dev.wrapper.seed import (
     FLAG_KEYS,
     OPERATION_CODES,
     ORG_UNIT_IDS,

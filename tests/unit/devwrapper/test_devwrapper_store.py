@@ -14,8 +14,8 @@ import pytest
 from hybridcache.server.codec import parse_item
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost, OrgUnit, UserProfile, UserStatus
-from hybridcache.server.devwrapper.seed import demo_tenants
-from hybridcache.server.devwrapper.store import (
+from hybridcache_dev.wrapper.seed import demo_tenants
+from hybridcache_dev.wrapper.store import (
     SNAPSHOT_KINDS,
     InvalidChangeError,
     NotFoundError,

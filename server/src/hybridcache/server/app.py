@@ -21,7 +21,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.events import ChangeFeed, FeedConfig
 from hybridcache.server.gate import CallerLimits, Gate, current_caller
 from hybridcache.server.heap import HeapSettler
-from hybridcache.server.hub import AllowedTenants, ChangeHub, StreamLimiter
+from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter
 from hybridcache.server.logs import grpc_guard_metrics
 from hybridcache.server.metrics import Metrics, MetricsTLS
 from hybridcache.server.probe_server import ProbeServer
@@ -77,9 +77,13 @@ class Service:
         *,
         extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
         tracing: Tracing | None = None,
+        on_change_applied: Callable[[HubEvent], None] | None = None,
     ) -> None:
         # extra_handlers: more services on the same server, behind the same gate (the
-        # benchmark's empty RPC, `hybridcache.server.bench`); none in production.
+        # benchmark's empty RPC, `hybridcache_dev.bench`); none in production.
+        # on_change_applied: called with each change right after the cache applied it (on the
+        # ingesting thread, before WatchChanges subscribers get it); the benchmark times
+        # "published -> applied" with it. Keep it quick: it delays the next event.
         self.settings = settings
         self.tracing = tracing_from_environment() if tracing is None else tracing  # OTEL_*: off by default
         self.stopping = threading.Event()
@@ -115,7 +119,7 @@ class Service:
         self.hub = ChangeHub(retain=settings.watch_retain, subscriber_buffer=settings.watch_subscriber_buffer)
         self.feed = ChangeFeed(
             self.cache,
-            self.hub.publish,  # every applied change (and resync) goes to WatchChanges subscribers
+            self._applied_sink(on_change_applied),  # every applied change (and resync): to WatchChanges
             FeedConfig.from_settings(settings),
             on_lag=self.metrics.event_lag_seconds.observe,
         )
@@ -250,6 +254,23 @@ class Service:
         return str(self.feed.freshness())
 
     # --- lifecycle
+
+    def _applied_sink(
+        self, on_change_applied: Callable[[HubEvent], None] | None
+    ) -> Callable[[HubEvent], int]:
+        """Where the feed hands each applied change: the hub, after `on_change_applied` if given."""
+        if on_change_applied is None:
+            return self.hub.publish
+        publish = self.hub.publish
+
+        def applied(event: HubEvent) -> int:
+            try:
+                on_change_applied(event)
+            except Exception:  # a failing hook must not cost WatchChanges the change
+                log.exception("on_change_applied hook failed")
+            return publish(event)
+
+        return applied
 
     def start(self) -> Service:
         if self.settings.insecure_dev_mode:
@@ -413,6 +434,9 @@ def create_service(
     *,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     tracing: Tracing | None = None,
+    on_change_applied: Callable[[HubEvent], None] | None = None,
 ) -> Service:
     """Build and start a service; `service.port` is the bound port (settings.port 0: a free one)."""
-    return Service(settings, extra_handlers=extra_handlers, tracing=tracing).start()
+    return Service(
+        settings, extra_handlers=extra_handlers, tracing=tracing, on_change_applied=on_change_applied
+    ).start()

@@ -1,5 +1,6 @@
-"""`hybridcache` command line: `serve` (the service), `dev` (the whole dev stack), `bench`,
-`wrapper-check` (a Wrapper against its mapping)."""
+"""`hybridcache` command line: `serve` (the service), `health`, `stats`, `watch`, `wrapper-check`
+(a Wrapper against its mapping); `dev` (the whole dev stack) and `bench` when
+hybridcache-devtools is installed (its entry points)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from hybridcache.server.config import ConfigError, config_warnings, load_settings, unknown_variables
@@ -27,6 +29,31 @@ def _version() -> str:
         return version(DISTRIBUTION)
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "unknown (not installed)"
+
+
+# Subcommands the tooling distribution provides: name -> what it does.
+DEV_COMMANDS = {
+    "dev": "run Redis, the development Wrapper and the server together",
+    "bench": "the benchmark suite (docs/BENCHMARKS.md)",
+}
+DEV_COMMANDS_GROUP = "hybridcache.commands"  # the entry-point group hybridcache-devtools declares
+DEVTOOLS = "hybridcache-devtools"
+
+
+def _dev_command(name: str, argv: list[str]) -> int:
+    """Run `name` from hybridcache-devtools, or say how to get it (exit 2)."""
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    found = entry_points(group=DEV_COMMANDS_GROUP, name=name)
+    if not found:
+        print(
+            f"hybridcache {name}: this is development tooling, not part of the service: "
+            f"install {DEVTOOLS} (scripts/bootstrap does, from devtools/)",
+            file=sys.stderr,
+        )
+        return 2
+    command: Callable[[list[str]], int] = next(iter(found)).load()
+    return command(argv)
 
 
 def serve(workers: int | None = None) -> int:
@@ -119,19 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument(
         "--workers", type=int, default=None, help="worker processes sharing the port (HYBRIDCACHE_WORKERS)"
     )
-    dev = commands.add_parser("dev", help="run Redis, the development Wrapper and the server together")
-    dev.add_argument("--port", type=int, default=50051, help="gRPC port (default %(default)s; 0: a free one)")
-    dev.add_argument(
-        "--wrapper-port",
-        type=int,
-        default=8080,
-        help="development Wrapper port (default %(default)s; 0: a free one)",
-    )
-    dev.add_argument(
-        "--redis-port", type=int, default=6380, help="Redis port (default %(default)s; 0: a free one)"
-    )
-    dev.add_argument("--publish-mode", choices=["pubsub", "stream", "both"], default="both")
-    commands.add_parser("bench", help="the benchmark suite (hybridcache bench --help; docs/BENCHMARKS.md)")
+    # `dev` and `bench` are tooling, shipped apart in hybridcache-devtools (devtools/): they
+    # are found through its entry points and parse their own options.
+    for name, what in DEV_COMMANDS.items():
+        commands.add_parser(name, help=f"{what} (from hybridcache-devtools; hybridcache {name} --help)")
     check = commands.add_parser("health", help="check a running server's health (exit 0 when SERVING)")
     check.add_argument("--target", default=None, help="host:port (default 127.0.0.1:$HYBRIDCACHE_PORT)")
     # With TLS on (HYBRIDCACHE_TLS_CERT_FILE) the defaults suit the server's own container.
@@ -146,10 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     wrapper_check.register(commands)
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # the benchmark runner parses its own options
-        from hybridcache.server.bench.runner import main as bench_main  # noqa: PLC0415
-
-        return bench_main(argv[1:])
+    if argv[:1] and argv[0] in DEV_COMMANDS:
+        return _dev_command(argv[0], argv[1:])
     args = parser.parse_args(argv)
     code = wrapper_check.run(args) if args.command == "wrapper-check" else opscli.run(args)
     if code is not None:
@@ -163,15 +179,6 @@ def main(argv: list[str] | None = None) -> int:
             server_name=args.tls_server_name,
             client_cert=args.tls_cert,
             client_key=args.tls_key,
-        )
-    if args.command == "dev":
-        from hybridcache.server.devstack import run_dev_stack  # noqa: PLC0415
-
-        return run_dev_stack(
-            grpc_port=args.port,
-            wrapper_port=args.wrapper_port,
-            redis_port=args.redis_port,
-            publish_mode=args.publish_mode,
         )
     parser.error(f"unknown command {args.command}")
     return 2

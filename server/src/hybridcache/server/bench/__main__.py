@@ -1,8 +1,0 @@
-"""`python -m hybridcache.server.bench --quick`: the same as `hybridcache bench -- --quick`."""
-
-import sys
-
-from hybridcache.server.bench.runner import main
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
