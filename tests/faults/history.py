@@ -283,15 +283,6 @@ class LoadLoop:
 # --- checkers -------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in [0, 100]); nan for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def success_rate(observations: Sequence[Observation]) -> float:
     if not observations:
         return math.nan

@@ -89,7 +89,7 @@ def wait_converged(
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
-    from tests.faults.history import percentile
+    from hybridcache_dev.harness.percentiles import percentile
 
     return {
         "min": round(min(values), 3),

@@ -25,9 +25,10 @@ import pytest
 from hybridcache.client import WatchConfig, WatchStream
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.percentiles import percentile
 from hybridcache_dev.wrapper.seed import FLAG_KEYS, OPERATION_CODES
 from tests.faults.conftest import REPO, Figures
-from tests.faults.history import History, LoadLoop, Request, codes, percentile
+from tests.faults.history import History, LoadLoop, Request, codes
 from tests.faults.report import line_chart_png, line_chart_svg, write_csv
 from tests.faults.scenarios import USERS, critical_requests, wait_converged
 from tests.faults.stack import TENANTS, ServerProcess, WrapperAdmin, spare_port, stack

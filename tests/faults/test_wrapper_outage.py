@@ -19,8 +19,9 @@ import grpc
 import pytest
 
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.percentiles import percentile
 from tests.faults.conftest import Figures, Scale, variants
-from tests.faults.history import History, LoadLoop, Request, codes, observe, percentile, wait_until
+from tests.faults.history import History, LoadLoop, Request, codes, observe, wait_until
 from tests.faults.scenarios import USERS, critical_requests
 from tests.faults.stack import TENANTS, stack
 

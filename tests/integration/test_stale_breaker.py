@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-from tests.faults.history import Observation, Request, observe, percentile
+from hybridcache_dev.harness.percentiles import percentile
+from tests.faults.history import Observation, Request, observe
 from tests.faults.scenarios import USERS
 from tests.faults.stack import spare_port, stack
 from tests.helpers import wait_for

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from hybridcache_dev.harness.percentiles import percentile
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN
-from tests.scaleout.fleet import TimelineProxy, percentile, replicas, wait_until
+from tests.scaleout.fleet import TimelineProxy, replicas, wait_until
 
 REPLICAS = 10
 # Scaled seed: tenant-0001..tenant-NNNN, 200 users and 100 operation codes each. With many
@@ -84,7 +85,7 @@ def _one_round(
                     "requests": float(len(took)),
                     "peak_per_100ms": float(proxy.peak(WINDOW_S, outage_end)),
                     "peak_in_flight": float(proxy.in_flight_peak(outage_end)),
-                    "wrapper_p50_ms": round(percentile(latencies, 0.5) * 1e3, 1),
+                    "wrapper_p50_ms": round(percentile(latencies, 50) * 1e3, 1),
                     "wrapper_max_ms": round(latencies[-1] * 1e3, 1),
                     "spread_s": round(took[-1] - took[0], 2),
                     "all_resynced_after_s": round(max(e for _, e in proxy.spans) - outage_end, 2),

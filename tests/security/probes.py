@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-from tests.faults.history import percentile
+from hybridcache_dev.harness.percentiles import percentile
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The benchmark harness's statistics: nearest-rank percentiles, summaries, median of runs."""
+"""The benchmark's statistics: summaries, median of runs (percentiles: tests/unit/harness)."""
 
 from __future__ import annotations
 
@@ -6,32 +6,12 @@ import math
 
 import pytest
 
-from hybridcache_dev.bench.stats import Summary, median_of, percentile, ratio, summarize
+from hybridcache_dev.bench.stats import Summary, median_of, ratio, summarize
 
 
-def test_percentile_nearest_rank() -> None:
-    values = list(range(1, 101))  # 1..100
-    assert percentile(values, 50) == 50
-    assert percentile(values, 99) == 99
-    assert percentile(values, 100) == 100
-    assert percentile(values, 0.5) == 1
-
-
-def test_percentile_is_always_a_sample() -> None:
-    values = [10, 20]
-    assert percentile(values, 50) == 10
-    assert percentile(values, 51) == 20
-
-
-@pytest.mark.parametrize("q", [0, -1, 100.5])
-def test_percentile_rejects_out_of_range(q: float) -> None:
-    with pytest.raises(ValueError, match="percentile"):
-        percentile([1], q)
-
-
-def test_percentile_rejects_no_samples() -> None:
+def test_summarize_rejects_no_samples() -> None:
     with pytest.raises(ValueError, match="no samples"):
-        percentile([], 50)
+        summarize([], seconds=1.0)
 
 
 def test_summarize_converts_ns_to_us_and_counts_throughput() -> None:

@@ -13,17 +13,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from hybridcache_dev.harness.percentiles import percentile
+
 MIN_SAMPLES = 10_000  # the issue asks p50 / p99 from at least this many samples
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile `q` (0 < q <= 100) of already sorted values."""
-    if not sorted_values:
-        raise ValueError("no samples")
-    if not 0 < q <= 100:
-        raise ValueError(f"percentile must be in (0, 100], not {q}")
-    rank = math.ceil(q / 100 * len(sorted_values))
-    return float(sorted_values[rank - 1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +36,8 @@ class Summary:
 def summarize(latencies_ns: Sequence[int], *, seconds: float, errors: int = 0) -> Summary:
     """Summary of one run: latency percentiles, and calls completed per second of measuring."""
     ordered = sorted(latencies_ns)
+    if not ordered:
+        raise ValueError("no samples")
     return Summary(
         samples=len(ordered),
         p50_us=round(percentile(ordered, 50) / 1000, 1),

@@ -38,9 +38,10 @@ from hybridcache_dev.bench.stack import (
     start_service,
     wrapper_requests,
 )
-from hybridcache_dev.bench.stats import percentile, ratio
+from hybridcache_dev.bench.stats import ratio
 from hybridcache_dev.bench.suite import Bench, Group
 from hybridcache_dev.bench.workload import METHODS, build
+from hybridcache_dev.harness.percentiles import percentile
 from hybridcache_dev.stack.redis_process import RedisProcess
 
 WRAPPER_LATENCY_MS = 5
