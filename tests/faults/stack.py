@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybridcache.server.app import Service, create_service
 from hybridcache.server.readiness import wait_serving
+from hybridcache_dev.harness import wrapper_admin as harness_admin
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from hybridcache_dev.wrapper import DevWrapperProcess, launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
@@ -36,73 +36,13 @@ from tests.faults.proxy import FaultProxy
 TENANTS = ("acme", "globex")
 
 
-class WrapperAdmin:
-    """The development Wrapper's admin and API endpoints, called directly (never proxied)."""
+class WrapperAdmin(harness_admin.WrapperAdmin):
+    """The harness's admin client with the tests' token, and the truth as the checkers compare it."""
 
     def __init__(self, url: str, token: str = WRAPPER_TOKEN) -> None:
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def _ok(self, response: httpx.Response) -> dict[str, Any]:
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-    # --- writes (each commits, then publishes its notification)
-
-    def put_cost(self, tenant: str, code: str, cost: str, *, publish: bool = True) -> dict[str, Any]:
-        return self._ok(
-            self.http.put(
-                f"/admin/tenants/{tenant}/credit-costs/{code}",
-                json={"cost": cost},
-                params={"publish": str(publish).lower()},
-            )
-        )
-
-    def put_flag(self, tenant: str, key: str, enabled: bool, value: str) -> dict[str, Any]:
-        return self._ok(
-            self.http.put(
-                f"/admin/tenants/{tenant}/feature-flags/{key}", json={"enabled": enabled, "value": value}
-            )
-        )
-
-    def put_user_status(self, tenant: str, user: str, active: bool, roles: list[str]) -> dict[str, Any]:
-        return self._ok(
-            self.http.put(
-                f"/admin/tenants/{tenant}/users/{user}/status", json={"active": active, "roles": roles}
-            )
-        )
-
-    def patch_profile(self, tenant: str, user: str, **fields: str) -> dict[str, Any]:
-        return self._ok(self.http.patch(f"/admin/tenants/{tenant}/users/{user}/profile", json=fields))
-
-    def publish_raw(self, channel: str, message: str) -> bool:
-        return bool(
-            self._ok(self.http.post("/admin/publish-raw", json={"channel": channel, "message": message}))[
-                "published"
-            ]
-        )
-
-    # --- faults and counts
-
-    def set_faults(self, **body: Any) -> dict[str, Any]:
-        return self._ok(self.http.put("/admin/faults", json=body))
-
-    def clear_faults(self) -> None:
-        self._ok(self.http.delete("/admin/faults"))
-
-    def stats(self) -> dict[str, Any]:
-        return self._ok(self.http.get("/admin/stats"))
-
-    def reset_stats(self) -> None:
-        self._ok(self.http.post("/admin/stats/reset"))
+        super().__init__(url, token)
 
     # --- the truth
-
-    def item(self, path: str) -> dict[str, Any]:
-        return self._ok(self.http.get(f"/api/tenants/{path}"))
 
     def truth(self, request: Request) -> str:
         """The Wrapper's current value of a request's entity, normalised like the answers."""

@@ -6,14 +6,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import httpx
 import pytest
 
 from hybridcache.server.app import Service, create_service
 from hybridcache.server.hub import HubEvent
 from hybridcache.server.readiness import wait_serving
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
-from tests.conftest import service_settings
+from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,12 +34,8 @@ def test_the_hook_sees_each_applied_change(dev_wrapper: Any, redis_server: Redis
     services.append(service)
     try:
         wait_serving(f"127.0.0.1:{service.port}")
-        httpx.put(
-            f"{dev_wrapper.url}/admin/tenants/acme/credit-costs/crm.leads.create",
-            json={"cost": "7.25"},
-            headers=dev_wrapper.headers,
-            timeout=5,
-        ).raise_for_status()
+        with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+            admin.put_cost("acme", "crm.leads.create", "7.25")
 
         def applied() -> list[tuple[HubEvent, int]]:
             with lock:

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
@@ -32,38 +32,11 @@ RECOVERY_BOUND_S = 5.0
 PROPAGATION_BOUND_S = 0.5  # ~ms when quiet; 5x headroom for a loaded 2-core host's stalls
 
 
-class Admin:
-    """The development Wrapper's admin API (changes publish notifications) and its truth."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"}, timeout=10
-        )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
-        assert response.status_code == 200, f"{method} {path}: {response.status_code} {response.text}"
-        return response.json()
-
-    def requests_made(self) -> int:
-        """API requests for data: the verifier's digest comparisons run on their own clock
-        (every ~30 s, from the start) and are not caused by reads, so they are left out."""
-        by_route = self.call("GET", "/admin/stats")["requests"]
-        return sum(count for route, count in by_route.items() if "/digests/" not in route)
-
-    def reset_stats(self) -> None:
-        self.call("POST", "/admin/stats/reset")
-
-    def cost(self, tenant: str, code: str) -> Decimal:
-        return Decimal(self.call("GET", f"/api/tenants/{tenant}/credit-costs/{code}")["cost"])
-
-
 @pytest.fixture(scope="module")
-def admin(dev_wrapper: Any) -> Iterator[Admin]:
-    client = Admin(dev_wrapper.url)
-    yield client
-    client.call("DELETE", "/admin/faults")
-    client.http.close()
+def admin(dev_wrapper: Any) -> Iterator[WrapperAdmin]:
+    with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as client:
+        yield client
+        client.clear_faults()
 
 
 def cost_of(stub: pb_grpc.HybridCacheStub, tenant: str, code: str) -> Decimal:
@@ -71,7 +44,9 @@ def cost_of(stub: pb_grpc.HybridCacheStub, tenant: str, code: str) -> Decimal:
     return Decimal(reply.credit_cost.cost.value)
 
 
-def test_repeated_critical_reads_make_no_wrapper_calls(stub: pb_grpc.HybridCacheStub, admin: Admin) -> None:
+def test_repeated_critical_reads_make_no_wrapper_calls(
+    stub: pb_grpc.HybridCacheStub, admin: WrapperAdmin
+) -> None:
     admin.reset_stats()
     for _ in range(50):
         stub.GetCreditCost(
@@ -94,7 +69,7 @@ def test_repeated_critical_reads_make_no_wrapper_calls(stub: pb_grpc.HybridCache
 
 
 def test_reference_reads_fetch_once_per_ttl(
-    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess, admin: Admin
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess, admin: WrapperAdmin
 ) -> None:
     ttl = 0.6
     policies = {"user-profiles": {"ttl_s": ttl, "adaptive_ttl": False, "refresh_ahead": 0.0}}
@@ -116,7 +91,7 @@ def test_reference_reads_fetch_once_per_ttl(
 
 
 def test_single_flight_1000_concurrent_misses_make_one_wrapper_call(
-    stub: pb_grpc.HybridCacheStub, admin: Admin
+    stub: pb_grpc.HybridCacheStub, admin: WrapperAdmin
 ) -> None:
     admin.call("PUT", "/admin/faults", json={"latencyMs": 300})
     try:
@@ -132,7 +107,7 @@ def test_single_flight_1000_concurrent_misses_make_one_wrapper_call(
 
 
 def test_wrapper_down_critical_served_reference_stale_then_unavailable(
-    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess, admin: Admin
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess, admin: WrapperAdmin
 ) -> None:
     ttl, max_stale = 0.4, 1.5
     policies = {
@@ -222,7 +197,7 @@ def propagates(
 
 def test_each_event_type_changes_the_answer_promptly(
     stub: pb_grpc.HybridCacheStub,
-    admin: Admin,
+    admin: WrapperAdmin,
     propagates: Callable[[Callable[[], Any], Callable[[], bool], str], float],
 ) -> None:
     propagates(
@@ -302,22 +277,22 @@ def isolated(start_service: Callable[..., Service], own_redis: RedisProcess) -> 
         wrapper = launch(
             own_redis.url, token=WRAPPER_TOKEN, db_path=str(Path(tmp) / "w.db"), publish_mode="both"
         )
-        admin = Admin(wrapper.url)
+        admin = WrapperAdmin(wrapper.url, WRAPPER_TOKEN)
         try:
             yield own_redis, wrapper, admin, start_service
         finally:
-            admin.http.close()
+            admin.close()
             wrapper.stop()
 
 
 CODES = [f"crm.leads.{op}" for op in ("create", "read", "update", "delete")]
 
 
-def _converged(stub: pb_grpc.HybridCacheStub, admin: Admin) -> bool:
+def _converged(stub: pb_grpc.HybridCacheStub, admin: WrapperAdmin) -> bool:
     return all(cost_of(stub, t, c) == admin.cost(t, c) for t in ("acme", "globex") for c in CODES)
 
 
-def _change_all(admin: Admin, round_: int) -> None:
+def _change_all(admin: WrapperAdmin, round_: int) -> None:
     for i, code in enumerate(CODES):
         for tenant in ("acme", "globex"):
             admin.call(

@@ -16,8 +16,9 @@ from hybridcache.server.app import Service
 from hybridcache.server.auth import token_sha256
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
-from tests.conftest import service_settings
+from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -90,12 +91,8 @@ def wrapper_truth(dev_wrapper: Any, tenant: str) -> set[tuple[int, str, int, tup
 
 
 def set_cost(dev_wrapper: Any, tenant: str, code: str, cost: str) -> None:
-    httpx.put(
-        f"{dev_wrapper.url}/admin/tenants/{tenant}/credit-costs/{code}",
-        json={"cost": cost},
-        headers=dev_wrapper.headers,
-        timeout=5,
-    ).raise_for_status()
+    with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+        admin.put_cost(tenant, code, cost)
 
 
 class Watch:

@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from tests.conftest import WRAPPER_TOKEN
 
 TENANTS = ("acme", "globex")
@@ -257,17 +258,16 @@ def test_wrapper_down_gives_unavailable_within_the_deadline(start_service: Any, 
 def test_hanging_wrapper_gives_unavailable_before_the_deadline(
     stub: pb_grpc.HybridCacheStub, dev_wrapper: Any
 ) -> None:
-    headers = {"Authorization": f"Bearer {WRAPPER_TOKEN}"}
-    httpx.put(
-        f"{dev_wrapper.url}/admin/faults", json={"hang": True}, headers=headers, timeout=5
-    ).raise_for_status()
+    admin = WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN)
+    admin.set_faults(hang=True)
     try:
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             stub.GetUserProfile(pb.GetUserProfileRequest(tenant_id="acme", user_id="user-33"), timeout=0.5)
         elapsed = time.monotonic() - started
     finally:
-        httpx.delete(f"{dev_wrapper.url}/admin/faults", headers=headers, timeout=5).raise_for_status()
+        admin.clear_faults()
+        admin.close()
     # UNAVAILABLE (not DEADLINE_EXCEEDED) is the proof that the server answered before the
     # 0.5 s deadline; the client's own clock adds the trip back, so only a hang is timed here.
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()

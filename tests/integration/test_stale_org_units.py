@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
@@ -25,13 +25,8 @@ BOUND_S = 1.0  # from the Wrapper's write to every related answer showing it (an
 
 
 def _rename(wrapper_url: str, unit: str, name: str) -> None:
-    response = httpx.patch(
-        f"{wrapper_url}/admin/tenants/acme/org-units/{unit}",
-        json={"name": name},
-        headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
-        timeout=10,
-    )
-    response.raise_for_status()
+    with WrapperAdmin(wrapper_url, WRAPPER_TOKEN) as admin:
+        admin.patch_org_unit("acme", unit, name=name)
 
 
 def _unit(stub: pb_grpc.HybridCacheStub, unit: str) -> pb.GetOrgUnitResponse:

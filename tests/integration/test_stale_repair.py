@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 import redis
 from prometheus_client import generate_latest
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import DevWrapperProcess, launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
@@ -52,16 +52,8 @@ class Wrapper:
         self.process = self._launch(self.process.port)
 
     def put_cost(self, tenant: str, code: str, cost: str, *, publish: bool) -> dict[str, Any]:
-        response = httpx.put(
-            f"{self.url}/admin/tenants/{tenant}/credit-costs/{code}",
-            json={"cost": cost},
-            params={"publish": str(publish).lower()},
-            headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
+        with WrapperAdmin(self.url, WRAPPER_TOKEN) as admin:
+            return admin.put_cost(tenant, code, cost, publish=publish)
 
 
 @pytest.fixture

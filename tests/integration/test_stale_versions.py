@@ -12,13 +12,13 @@ import json
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 import redis
 
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
@@ -28,15 +28,8 @@ APPLY_BOUND_S = 2.0  # an event (or the refetch it triggers) takes effect well w
 
 
 def _put_cost(wrapper_url: str, code: str, cost: str) -> dict[str, Any]:
-    response = httpx.put(
-        f"{wrapper_url}/admin/tenants/acme/credit-costs/{code}",
-        json={"cost": cost},
-        headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    return body
+    with WrapperAdmin(wrapper_url, WRAPPER_TOKEN) as admin:
+        return admin.put_cost("acme", code, cost)
 
 
 def _event(event_id: str, code: str, new: object, *, old: object = None, version: int | None = None) -> str:

@@ -10,13 +10,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from hybridcache.client import ClientConfig, HybridCacheClient, NearCache, WatchConfig
 from hybridcache.server.app import Service
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
-from tests.conftest import service_settings
+from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -25,19 +25,13 @@ CODES = ["crm.leads.create", "crm.leads.read", "crm.contacts.export", "hrms.payr
 
 
 def set_cost(dev_wrapper: Any, tenant: str, code: str, cost: str) -> None:
-    httpx.put(
-        f"{dev_wrapper.url}/admin/tenants/{tenant}/credit-costs/{code}",
-        json={"cost": cost},
-        headers=dev_wrapper.headers,
-        timeout=5,
-    ).raise_for_status()
+    with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+        admin.put_cost(tenant, code, cost)
 
 
 def truth(dev_wrapper: Any, tenant: str, code: str) -> Decimal:
-    body = httpx.get(
-        f"{dev_wrapper.url}/api/tenants/{tenant}/credit-costs/{code}", headers=dev_wrapper.headers, timeout=5
-    ).json()
-    return Decimal(body["cost"])
+    with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+        return admin.cost(tenant, code)
 
 
 def test_grpcurl_opens_the_stream_and_prints_events(

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-import httpx
 
 from hybridcache_dev.bench.servers import ServerProcess
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 
 TENANTS = tuple(f"tenant-{t:04d}" for t in range(1, 6))  # the Wrapper's scaled tenants (runner.WRAPPER_SCALE)
@@ -67,23 +67,23 @@ def start_service(env: Mapping[str, str], *, ready_timeout_s: float = 120.0) -> 
 
 
 def set_wrapper_latency(wrapper: Any, latency_ms: int) -> None:
-    with httpx.Client(base_url=wrapper.url, headers=wrapper.headers) as http:
+    with WrapperAdmin(wrapper.url, wrapper.token) as admin:
         if latency_ms:
-            http.put("/admin/faults", json={"latencyMs": latency_ms}).raise_for_status()
+            admin.set_faults(latencyMs=latency_ms)
         else:
-            http.delete("/admin/faults").raise_for_status()
+            admin.clear_faults()
 
 
 def wrapper_requests(wrapper: Any) -> dict[str, int]:
     """The Wrapper's /api request counts by route template (GET /admin/stats)."""
-    with httpx.Client(base_url=wrapper.url, headers=wrapper.headers) as http:
-        body = http.get("/admin/stats").json()
+    with WrapperAdmin(wrapper.url, wrapper.token) as admin:
+        body = admin.stats()
     return {str(k): int(v) for k, v in body["requests"].items()}
 
 
 def reset_wrapper_stats(wrapper: Any) -> None:
-    with httpx.Client(base_url=wrapper.url, headers=wrapper.headers) as http:
-        http.post("/admin/stats/reset").raise_for_status()
+    with WrapperAdmin(wrapper.url, wrapper.token) as admin:
+        admin.reset_stats()
 
 
 def call_each(target: str, method: str, requests: tuple[bytes, ...], *, timeout_s: float = 10.0) -> int:
