@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from hybridcache.server.readiness import wait_serving
+from hybridcache_dev.harness.tcp_proxy import Forwarder, Tap
 from hybridcache_dev.stack.redis_process import free_port
 from tests.conftest import WRAPPER_TOKEN
 from tests.faults.stack import ServerProcess
@@ -77,81 +78,51 @@ class TimelineProxy:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = self._server.sockets[0].getsockname()[1]
+        forwarder = self._loop.run_until_complete(Forwarder(self.upstream_port, self._taps).start())
+        self.port = forwarder.port
         self._ready.set()
         self._loop.run_forever()
-        self._server.close()
-        self._loop.run_until_complete(self._server.wait_closed())
+        self._loop.run_until_complete(forwarder.close())
         self._loop.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.close()
-            return
+    def _taps(self) -> tuple[Tap, Tap]:
+        """One connection's taps: request ends in, response ends out (paired in order)."""
         open_requests: collections.deque[float] = collections.deque()
-        await asyncio.gather(
-            self._requests(reader, up_writer, open_requests),
-            self._responses(up_reader, writer, open_requests),
-        )
+        tail = [b""]  # the last bytes of the previous chunk: a blank line may straddle two
 
-    async def _requests(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        open_requests: collections.deque[float],
-    ) -> None:
-        tail = b""
-        try:
-            while data := await reader.read(65536):
-                joined = tail + data
-                now = time.monotonic()
-                for _ in range(joined.count(b"\r\n\r\n")):
-                    self.times.append(now)
-                    open_requests.append(now)
-                tail = joined[-3:]
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+        def requests(data: bytes) -> None:
+            joined = tail[0] + data
+            now = time.monotonic()
+            for _ in range(joined.count(b"\r\n\r\n")):
+                self.times.append(now)
+                open_requests.append(now)
+            tail[0] = joined[-3:]
 
-    async def _responses(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        open_requests: collections.deque[float],
-    ) -> None:
-        pending = b""
-        body_left: int | None = None  # None: reading headers
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                pending += data
-                while True:
-                    if body_left is None:
-                        head_end = pending.find(b"\r\n\r\n")
-                        if head_end < 0:
-                            break
-                        head = pending[:head_end].lower()
-                        pending = pending[head_end + 4 :]
-                        match = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
-                        body_left = int(match.group(1)) if match else 0
-                    take = min(body_left, len(pending))
-                    pending, body_left = pending[take:], body_left - take
-                    if body_left:
-                        break
-                    body_left = None
-                    if open_requests:
-                        self.spans.append((open_requests.popleft(), time.monotonic()))
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+        pending = [b""]
+        body_left: list[int | None] = [None]  # None: reading headers
+
+        def responses(data: bytes) -> None:
+            pending[0] += data
+            while True:
+                left = body_left[0]
+                if left is None:  # a response's headers: they say how long its body is
+                    head_end = pending[0].find(b"\r\n\r\n")
+                    if head_end < 0:
+                        return
+                    head = pending[0][:head_end].lower()
+                    pending[0] = pending[0][head_end + 4 :]
+                    match = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
+                    left = int(match.group(1)) if match else 0
+                take = min(left, len(pending[0]))
+                pending[0], left = pending[0][take:], left - take
+                if left:
+                    body_left[0] = left
+                    return
+                body_left[0] = None
+                if open_requests:
+                    self.spans.append((open_requests.popleft(), time.monotonic()))
+
+        return requests, responses
 
     def in_flight_peak(self, since: float) -> int:
         """Most requests the Wrapper was working on at once, among those started after `since`."""

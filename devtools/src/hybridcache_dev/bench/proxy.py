@@ -11,33 +11,20 @@ import multiprocessing
 from multiprocessing.connection import Connection
 
 from hybridcache_dev.bench import cpus
-
-
-async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: list[int], side: int
-) -> None:
-    try:
-        while data := await reader.read(65536):
-            counts[side] += len(data)
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
+from hybridcache_dev.harness.tcp_proxy import Forwarder
 
 
 async def _serve(upstream_port: int, conn: Connection) -> None:
     counts = [0, 0]  # [to the Wrapper, from the Wrapper]
 
-    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
-        await asyncio.gather(
-            _pipe(client_reader, up_writer, counts, 0), _pipe(up_reader, client_writer, counts, 1)
-        )
+    def up(data: bytes) -> None:
+        counts[0] += len(data)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    conn.send(server.sockets[0].getsockname()[1])
+    def down(data: bytes) -> None:
+        counts[1] += len(data)
+
+    forwarder = await Forwarder(upstream_port, lambda: (up, down)).start()
+    conn.send(forwarder.port)
     loop = asyncio.get_running_loop()
     while True:
         command = await loop.run_in_executor(None, conn.recv)
@@ -45,7 +32,7 @@ async def _serve(upstream_port: int, conn: Connection) -> None:
             conn.send(tuple(counts))
         else:
             break
-    server.close()
+    await forwarder.close()
 
 
 def _child(upstream_port: int, conn: Connection) -> None:
