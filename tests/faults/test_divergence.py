@@ -28,10 +28,11 @@ from collections import Counter
 
 import pytest
 
+from hybridcache_dev.harness.percentiles import percentile
 from hybridcache_dev.wrapper.seed import OPERATION_CODES
 from tests.faults.conftest import Figures, Scale
 from tests.faults.divergence import TruthLog, judge
-from tests.faults.history import History, LoadLoop, Request, canonical, percentile, wait_until
+from tests.faults.history import History, LoadLoop, Request, canonical, wait_until
 from tests.faults.resp_filter import ChaosPlan, DeliveryChaos
 from tests.faults.scenarios import wait_converged
 from tests.faults.stack import TENANTS, Stack, stack
