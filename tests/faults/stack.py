@@ -10,10 +10,6 @@ The Wrapper publishes straight to Redis; the proxies sit only on the server's ow
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hybridcache.server.app import Service, create_service
 from hybridcache.server.readiness import wait_serving
 from hybridcache_dev.harness import wrapper_admin as harness_admin
+from hybridcache_dev.harness.serve_process import ServeProcess
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from hybridcache_dev.wrapper import DevWrapperProcess, launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
@@ -73,7 +70,7 @@ class Stack:
     redis_proxy: FaultProxy | None = None
     wrapper_proxy: FaultProxy | None = None
     service: Service | None = None
-    server: ServerProcess | None = None
+    server: ServeProcess | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -98,10 +95,10 @@ class Stack:
         wait_serving(self.target, timeout=30)
         return self.service
 
-    def spawn_server(self, *, port: int = 0, **env: str) -> ServerProcess:
+    def spawn_server(self, *, port: int = 0, **env: str) -> ServeProcess:
         """`hybridcache serve` as a subprocess (its own GIL: the load here does not slow it)."""
         env_all = self.server_env(port or free_port(), **env)
-        self.server = ServerProcess(env_all, self.workdir / f"server-{env_all['HYBRIDCACHE_PORT']}.log")
+        self.server = ServeProcess(env_all, self.workdir / f"server-{env_all['HYBRIDCACHE_PORT']}.log")
         self.server.start()
         return self.server
 
@@ -155,62 +152,6 @@ def stack(
             built.wrapper_proxy = cleanup.enter_context(FaultProxy(wrapper.port))
         cleanup.callback(built.close)  # first out: the server stops before its proxies
         yield built
-
-
-class ServerProcess:
-    """`hybridcache serve` as a subprocess (SIGTERM, RSS), on a fixed port so it can restart."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.port = int(env["HYBRIDCACHE_PORT"])
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, *, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
-        exe = Path(sys.executable).parent / "hybridcache"
-        argv = (
-            [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "hybridcache.server.cli", "serve"]
-        )
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                argv, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
-            )
-        if wait:
-            wait_serving(self.target, timeout=timeout, alive=self.running)
-        return self
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def sigterm(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-    def rss_bytes(self) -> int:
-        """Resident set size from /proc (no psutil here)."""
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
 
 
 def health_status(target: str, timeout: float = 0.5) -> str:

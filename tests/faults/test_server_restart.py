@@ -29,10 +29,11 @@ import pytest
 from hybridcache.client import WatchConfig, WatchStream
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.serve_process import ServeProcess
 from tests.faults.conftest import Figures, Scale, variants
 from tests.faults.history import History, LoadLoop, Request, codes, observe, wait_until
 from tests.faults.scenarios import critical_requests
-from tests.faults.stack import ServerProcess, health_status, spare_port, stack
+from tests.faults.stack import health_status, spare_port, stack
 
 STREAMS = 100
 RATE = 500.0
@@ -111,7 +112,7 @@ def test_sigterm_drains_and_clients_resume(scale: Scale, figures: Figures) -> No
             HYBRIDCACHE_WATCH_HEARTBEAT_S="1",
             HYBRIDCACHE_GRACE_S=str(GRACE_S),
         )
-        server = ServerProcess(env, s.workdir / "server.log").start()
+        server = ServeProcess(env, s.workdir / "server.log").start()
         truth = s.admin.truths(requests)
         channels = [grpc.insecure_channel(server.target) for _ in range(4)]
         watchers = [Watcher(i, channels[i % len(channels)]) for i in range(STREAMS)]
@@ -142,7 +143,7 @@ def test_sigterm_drains_and_clients_resume(scale: Scale, figures: Figures) -> No
 
 def _one_restart(  # noqa: PLR0917 (one run's whole context, passed through once)
     s: Any,
-    server: ServerProcess,
+    server: ServeProcess,
     watchers: list[Watcher],
     requests: list[Request],
     truth: dict[tuple[str, str, str], str],

@@ -26,12 +26,13 @@ from hybridcache.client import WatchConfig, WatchStream
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.harness.percentiles import percentile
+from hybridcache_dev.harness.serve_process import ServeProcess
 from hybridcache_dev.wrapper.seed import FLAG_KEYS, OPERATION_CODES
 from tests.faults.conftest import REPO, Figures
 from tests.faults.history import History, LoadLoop, Request, codes
 from tests.faults.report import line_chart_png, line_chart_svg, write_csv
 from tests.faults.scenarios import USERS, critical_requests, wait_converged
-from tests.faults.stack import TENANTS, ServerProcess, WrapperAdmin, spare_port, stack
+from tests.faults.stack import TENANTS, WrapperAdmin, spare_port, stack
 from tests.helpers import wait_for
 
 DURATION_S = float(os.environ.get("HC_SOAK_S", "600"))
@@ -125,7 +126,7 @@ def test_soak(figures: Figures) -> None:
     rss: list[tuple[float, int]] = []
     restarts: list[tuple[float, float]] = []  # (stopped, answering again), relative to the start
     with stack() as s:
-        server = ServerProcess(s.server_env(spare_port()), s.workdir / "soak-server.log").start()
+        server = ServeProcess(s.server_env(spare_port()), s.workdir / "soak-server.log").start()
         events = [0]
         resyncs = [0]
         channel = grpc.insecure_channel(server.target)

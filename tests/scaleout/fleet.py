@@ -22,10 +22,10 @@ from typing import Any
 import redis
 
 from hybridcache.server.readiness import wait_serving
+from hybridcache_dev.harness.serve_process import ServeProcess
 from hybridcache_dev.harness.tcp_proxy import Forwarder, Tap
 from hybridcache_dev.stack.redis_process import free_port
 from tests.conftest import WRAPPER_TOKEN
-from tests.faults.stack import ServerProcess
 from tests.redis_server import RedisServer
 
 DEMO_TENANTS = ("acme", "globex", "initech")
@@ -190,13 +190,13 @@ def replica_env(wrapper_url: str, redis_url: str, port: int, **overrides: str) -
 @contextlib.contextmanager
 def replicas(
     count: int, workdir: Path, wrapper_url: str, redis_url: str, *, timeout: float = 60.0, **env: str
-) -> Iterator[list[ServerProcess]]:
+) -> Iterator[list[ServeProcess]]:
     """Start `count` `hybridcache serve` processes at once; wait until every one is SERVING."""
-    started: list[ServerProcess] = []
+    started: list[ServeProcess] = []
     try:
         for _ in range(count):
             port = free_port()
-            server = ServerProcess(
+            server = ServeProcess(
                 replica_env(wrapper_url, redis_url, port, **env), workdir / f"replica-{port}.log"
             )
             started.append(server.start(wait=False))
@@ -208,7 +208,7 @@ def replicas(
             server.stop(timeout=10)
 
 
-def log_tail(server: ServerProcess, lines: int = 15) -> str:
+def log_tail(server: ServeProcess, lines: int = 15) -> str:
     try:
         return "\n".join(server.log_path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

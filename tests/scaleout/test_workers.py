@@ -18,10 +18,10 @@ import pytest
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache_dev.bench.loadgen import Call, LoadPool, serialized
 from hybridcache_dev.bench.stats import Summary
+from hybridcache_dev.harness.serve_process import ServeProcess
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN
-from tests.faults.stack import ServerProcess
 from tests.scaleout.fleet import replica_env, wait_until
 from tests.scaleout.scenario import instance_of
 
@@ -50,7 +50,7 @@ def _standalone_workers_env(port: int, **extra: str) -> dict[str, str]:
 def test_two_workers_share_one_port_and_stop_together() -> None:
     with tempfile.TemporaryDirectory(prefix="hc-workers-") as tmp:
         port = free_port()
-        server = ServerProcess(_standalone_workers_env(port), Path(tmp) / "workers.log")
+        server = ServeProcess(_standalone_workers_env(port), Path(tmp) / "workers.log")
         server.start(timeout=60)
         try:
             seen: set[str] = set()
@@ -79,7 +79,7 @@ def test_a_worker_that_dies_takes_the_set_down() -> None:
         metrics_port = taken.getsockname()[1] - 1
         port = free_port()
         env = _standalone_workers_env(port, HYBRIDCACHE_METRICS_PORT=str(metrics_port))
-        server = ServerProcess(env, Path(tmp) / "workers.log").start(wait=False)
+        server = ServeProcess(env, Path(tmp) / "workers.log").start(wait=False)
         try:
             status = server.wait(60)
         finally:
@@ -104,7 +104,7 @@ def test_workers_are_given_the_drain_and_the_grace_period_before_a_kill() -> Non
             HYBRIDCACHE_LOG_FORMAT="json",
             HYBRIDCACHE_LOG_LEVEL="info",  # each worker logs "stopped" after a clean stop
         )
-        server = ServerProcess(env, Path(tmp) / "workers.log").start(timeout=60)
+        server = ServeProcess(env, Path(tmp) / "workers.log").start(timeout=60)
         server.sigterm()
         try:
             status = server.wait(60)
@@ -148,7 +148,7 @@ def test_measure_workers_throughput() -> None:
     ):
         for workers in (1, 2):
             port = free_port()
-            server = ServerProcess(
+            server = ServeProcess(
                 replica_env(wrapper.url, redis_.url, port, HYBRIDCACHE_WORKERS=str(workers)),
                 Path(tmp) / f"w{workers}.log",
             )

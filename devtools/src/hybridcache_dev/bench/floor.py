@@ -22,7 +22,7 @@ import httpx
 from hybridcache_dev.bench import cpus
 from hybridcache_dev.bench.consumers import Subscribe, Subscribers, delivery_latencies, paced_publish
 from hybridcache_dev.bench.loadgen import Call
-from hybridcache_dev.bench.servers import EMPTY_METHOD, ServerProcess
+from hybridcache_dev.bench.servers import EMPTY_METHOD, BenchServer
 from hybridcache_dev.bench.stats import Summary, summarize
 from hybridcache_dev.bench.suite import Bench, Figure, Group, Load, pooled, timed_samples
 from hybridcache_dev.stack.redis_process import RedisProcess
@@ -37,7 +37,7 @@ SUBSCRIBER_RATES: dict[int, float] = {1: PUBLISH_RATE, 10: PUBLISH_RATE, 100: PU
 
 def server_model(bench: Bench) -> Group:
     group = Group("server-model")
-    with ServerProcess("sync-bare") as sync, ServerProcess("aio-bare") as aio:
+    with BenchServer("sync-bare") as sync, BenchServer("aio-bare") as aio:
         loads = {
             f"{kind}.empty.x{n}": Load(Call(server.target, EMPTY_METHOD), n, server.pid)
             for kind, server in (("sync", sync), ("aio", aio))

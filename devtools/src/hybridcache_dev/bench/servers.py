@@ -168,7 +168,7 @@ def _child_main(kind: str, env: Mapping[str, str], conn: Connection) -> None:
         raise
 
 
-class ServerProcess:
+class BenchServer:
     """A server under test in a child process. Use as a context manager; `.target` to call it."""
 
     def __init__(self, kind: str, env: Mapping[str, str] | None = None) -> None:
@@ -202,7 +202,7 @@ class ServerProcess:
                 self._proc.join(5)
         self._conn.close()
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> BenchServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

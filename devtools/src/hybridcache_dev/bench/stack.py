@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from hybridcache_dev.bench.servers import ServerProcess
+from hybridcache_dev.bench.servers import BenchServer
 from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 
@@ -45,11 +45,11 @@ def service_env(redis: RedisProcess, wrapper: Any, **overrides: str) -> dict[str
     return env
 
 
-def start_service(env: Mapping[str, str], *, ready_timeout_s: float = 120.0) -> ServerProcess:
+def start_service(env: Mapping[str, str], *, ready_timeout_s: float = 120.0) -> BenchServer:
     """Start the Service and wait until its health is SERVING (the replicas are loaded)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
 
-    server = ServerProcess("service", env)
+    server = BenchServer("service", env)
     deadline = time.monotonic() + ready_timeout_s
     with grpc.insecure_channel(server.target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
