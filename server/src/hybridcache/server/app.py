@@ -38,6 +38,7 @@ from hybridcache.server.events import ChangeFeed, FeedConfig
 from hybridcache.server.gate import CallerLimits, Gate, current_caller
 from hybridcache.server.heap import HeapSettler
 from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter
+from hybridcache.server.hub.tokens import parse_fleet_key
 from hybridcache.server.logs import grpc_guard_metrics
 from hybridcache.server.metrics import Metrics, MetricsTLS
 from hybridcache.server.probe_server import ProbeServer
@@ -116,12 +117,18 @@ class Service:
             version_window=settings.event_version_window,
             wrapper_known_down=self.wrapper.known_down,
         )
-        self.hub = ChangeHub(retain=settings.watch_retain, subscriber_buffer=settings.watch_subscriber_buffer)
+        fleet_key = _fleet_key(settings)
+        self.hub = ChangeHub(
+            retain=settings.watch_retain,
+            subscriber_buffer=settings.watch_subscriber_buffer,
+            fleet_key=fleet_key,
+        )
         self.feed = ChangeFeed(
             self.cache,
             self._applied_sink(on_change_applied),  # every applied change (and resync): to WatchChanges
             FeedConfig.from_settings(settings),
             on_lag=self.metrics.event_lag_seconds.observe,
+            positions=self.hub if fleet_key is not None else None,  # fleet tokens: stream positions
         )
         # Anti-entropy: replicas compared with the Wrapper's digests, repairs published like events.
         self.verifier = Verifier(
@@ -391,6 +398,18 @@ def _grpc_server(
         # health probes too; the gate's lanes bound each kind of call instead.
         interceptors=list(interceptors),
     )
+
+
+def _fleet_key(settings: Settings) -> bytes | None:
+    """The shared resume token key when fleet tokens apply: durable mode, one event app
+    (one stream), and a key set. Pub/sub mode keeps tokens bound to this process."""
+    encoded = settings.resume_token_key.get_secret_value()
+    if not encoded or settings.event_mode != "stream":
+        return None
+    if len(settings.event_apps) != 1:
+        log.warning("resume tokens stay bound to this process: fleet tokens need exactly one event app")
+        return None
+    return parse_fleet_key(encoded)
 
 
 def _dev_limits(settings: Settings) -> CallerLimits:

@@ -21,6 +21,7 @@ from hybridcache.server.config_models import CallerEntry, KindPolicyOverride, ch
 from hybridcache.server.core.errors import InvalidRequest
 from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.core.policy import DEFAULT_POLICIES
+from hybridcache.server.hub.tokens import parse_fleet_key
 from hybridcache.server.validation import check_tenant_id
 
 ENV_PREFIX = "HYBRIDCACHE_"
@@ -215,6 +216,14 @@ class Settings(BaseSettings):
         description="Digest buckets per tenant and kind (a power of two): a mismatch re-reads one bucket.",
     )
 
+    # --- Fleet resume tokens (durable mode)
+    resume_token_key: SecretStr = Field(
+        SecretStr(""),
+        description="Base64 AES key (16/24/32 bytes) every replica shares: in stream mode with one "
+        "event app, resume tokens then carry the stream position and resume on any replica "
+        "(needed with more than one replica; empty: tokens bound to one process). Never logged.",
+    )
+
     # --- WatchChanges
     watch_retain: int = Field(10_000, ge=1, description="Change events kept for resuming streams.")
     watch_subscriber_buffer: int = Field(
@@ -311,6 +320,13 @@ class Settings(BaseSettings):
     def _power_of_two(cls, value: int) -> int:
         if value & (value - 1):
             raise ValueError("must be a power of two")
+        return value
+
+    @field_validator("resume_token_key")
+    @classmethod
+    def _resume_token_key_is_a_key(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            parse_fleet_key(value.get_secret_value())  # ValueError says what is wrong, not the key
         return value
 
     @field_validator("tenants", "event_apps", mode="before")

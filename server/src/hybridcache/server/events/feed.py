@@ -20,7 +20,7 @@ from hybridcache.server.events.ports import ChangeCache, NoticeSink
 from hybridcache.server.events.reader import Freshness, RedisReader
 from hybridcache.server.events.signing import DEFAULT_WINDOW_MS
 from hybridcache.server.events.stats import EventStats
-from hybridcache.server.events.stream_reader import RedisStreamReader
+from hybridcache.server.events.stream_reader import PositionSink, RedisStreamReader
 from hybridcache.server.events.subscriber import RedisSubscriber
 
 if TYPE_CHECKING:
@@ -81,7 +81,10 @@ class ChangeFeed:
         *,
         on_lag: Callable[[float], None] | None = None,
         stats: EventStats | None = None,
+        positions: PositionSink | None = None,
     ) -> None:
+        """`positions`: told the stream position of each entry (durable mode only; fleet
+        resume tokens, hub/tokens.py)."""
         self.config = config
         self.ingestor = EventIngestor(
             cache,
@@ -107,6 +110,7 @@ class ChangeFeed:
                 socket_options=options,
                 backoff_max_s=config.backoff_max_s,
                 log_interval_s=config.log_interval_s,
+                positions=positions,
             )
         else:
             self.reader = RedisSubscriber(

@@ -18,6 +18,11 @@ read are gone:
 * reset: the stream is gone or its last ID is older than our position (a Redis restart
   without persistence): resync, and continue from the stream's current end.
 
+Positions for the fleet (`positions`, optional; one stream only): the reader reports where it
+starts and brackets each entry it processes with `begin_entry(id)` / `end_entry()`, so the
+change hub can tag every change with the entry it came from and issue resume tokens any
+replica reading the same stream can honour (hub/tokens.py, fleet tokens).
+
 Liveness: XREAD BLOCK returns within `block_ms`, so a socket timeout of `block_ms` +
 `ping_timeout_s` catches a silent connection: within 2 x block + 0.1 s (Redis's timer
 resolution) + ping_timeout of the last answer (defaults: 4.1 s; `detection_bound_s`).
@@ -28,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -58,6 +63,14 @@ def format_id(stream_id: StreamId) -> str:
     return f"{stream_id[0]}-{stream_id[1]}"
 
 
+class PositionSink(Protocol):
+    """Who is told the stream position as entries are processed (the change hub)."""
+
+    def stream_started(self, position: StreamId) -> None: ...
+    def begin_entry(self, position: StreamId) -> None: ...
+    def end_entry(self) -> None: ...
+
+
 class RedisStreamReader(RedisReader):
     thread_name = "hybridcache-events-stream"
 
@@ -71,6 +84,7 @@ class RedisStreamReader(RedisReader):
         batch: int = 500,
         ping_timeout_s: float = 3.0,
         socket_options: SocketOptions | None = None,
+        positions: PositionSink | None = None,
         **reader_kwargs: Any,
     ) -> None:
         base = socket_options or SocketOptions()
@@ -80,6 +94,9 @@ class RedisStreamReader(RedisReader):
             if not APP_RE.fullmatch(app):
                 raise ValueError(f"app name {app!r} must match {APP_RE.pattern}")
         self.streams = tuple(dict.fromkeys(stream_key(app) for app in apps))
+        if positions is not None and len(self.streams) != 1:
+            raise ValueError("stream positions for resume tokens need exactly one event app (one stream)")
+        self._position_sink = positions
         self.block_ms = block_ms
         self.batch = batch
         # Last processed ID per stream; survives reconnects (that is the point of durable mode).
@@ -118,8 +135,16 @@ class RedisStreamReader(RedisReader):
                 if gap is not None:
                     self.sink.on_gap(gap)
                 for entry_id, fields in entries:
-                    self._entry(fields)
-                    self._positions[stream] = parse_id(entry_id)
+                    entry_position = parse_id(entry_id)
+                    if self._position_sink is None:
+                        self._entry(fields)
+                    else:
+                        self._position_sink.begin_entry(entry_position)
+                        try:
+                            self._entry(fields)
+                        finally:
+                            self._position_sink.end_entry()
+                    self._positions[stream] = entry_position
 
     def _position(self, client: redis.Redis) -> None:
         """On (re)connect: take the start position, or check that nothing was lost meanwhile."""
@@ -131,6 +156,8 @@ class RedisStreamReader(RedisReader):
                 # the resync's snapshot and our first read is lost.
                 self._positions[stream] = _ZERO if info is None else parse_id(info["last-generated-id"])
                 self._added[stream] = 0 if info is None else int(info.get("entries-added", 0))
+                if self._position_sink is not None:
+                    self._position_sink.stream_started(self._positions[stream])
                 gap = "subscribed"
             else:
                 gap = self._examine(stream, info) or gap

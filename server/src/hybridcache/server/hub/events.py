@@ -10,6 +10,7 @@ from hybridcache.server.events.ports import ChangeNotice
 REASON_UNKNOWN_INSTANCE = "unknown server instance"
 REASON_OUTSIDE_WINDOW = "resume token outside the retained window"
 REASON_FELL_BEHIND = "subscriber fell behind"
+REASON_OTHER_KEY = "resume token sealed with another key"
 
 
 # What producers publish (no sequence yet) is exactly what the change feed produces: one
@@ -31,6 +32,9 @@ class Sequenced:
     sequence: int
     event: HubEvent
     tenant_sequence: int = 0
+    # Durable mode: the Redis stream entry id (ms, seq) this item comes at, never below an
+    # earlier item's (an item of the repair worker gets the position reached so far).
+    position: tuple[int, int] | None = None
     # The item as a stream sends it, serialized once for every subscriber by the first
     # stream that sends it (`hub.wire.encoded_change`, the only writer). A cache, not part
     # of the value: left out of comparison, hashing and repr.

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 from hybridcache.server.hub.events import (
     REASON_FELL_BEHIND,
+    REASON_OTHER_KEY,
     REASON_OUTSIDE_WINDOW,
     REASON_UNKNOWN_INSTANCE,
     HubEvent,
@@ -52,7 +53,13 @@ from hybridcache.server.hub.events import (
     Sequenced,
 )
 from hybridcache.server.hub.filters import ANY_TENANT, WatchFilter
-from hybridcache.server.hub.tokens import INSTANCE_ID_RE, ResumePoint, TokenSealer
+from hybridcache.server.hub.tokens import (
+    INSTANCE_ID_RE,
+    FleetSealer,
+    ResumePoint,
+    StreamPosition,
+    TokenSealer,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +88,24 @@ class ChangeHub:
     `instance_id` must differ between process starts (the default is random): sequences
     restart at 1, so a stable id (a hostname) would make an old token look like a position
     in the new sequence and resume at the wrong place, silently.
+
+    Fleet mode (`fleet_key`: durable mode, one Redis stream read by every replica): the
+    stream reader reports each entry it processes (`stream_started`, `begin_entry`,
+    `end_entry`), every item is tagged with its stream position, and tokens are fleet
+    tokens (`tokens.FleetSealer`). A token of this instance resumes by sequence as always;
+    one of another replica (or an earlier run) of the fleet resumes by position: the
+    retained items after it, then live ones, dropping any live item at or before it while
+    this replica is behind the issuer. A position older than what this replica retains
+    (its ring, or its start) gets a `ResyncNeeded`.
     """
 
     def __init__(
-        self, *, instance_id: str | None = None, retain: int = 10_000, subscriber_buffer: int = 1_000
+        self,
+        *,
+        instance_id: str | None = None,
+        retain: int = 10_000,
+        subscriber_buffer: int = 1_000,
+        fleet_key: bytes | None = None,
     ) -> None:
         if retain < 0:
             raise ValueError("retain must be >= 0")
@@ -96,6 +117,7 @@ class ChangeHub:
             raise ValueError("instance_id must be 1-64 characters of [A-Za-z0-9_-]")
         self._instance_id = instance_id
         self._sealer = TokenSealer(instance_id)
+        self._fleet = FleetSealer(instance_id, fleet_key) if fleet_key is not None else None
         self._subscriber_buffer = subscriber_buffer
         self._lock = threading.Lock()
         # All below guarded by _lock.
@@ -108,6 +130,62 @@ class ChangeHub:
         self._subscriptions: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
         self._counters = _Counters()
+        # Fleet mode only, all guarded by _lock: the last stream entry fully processed, the
+        # one in progress and its thread (the reader's), the highest position an item got,
+        # and the floor: a position below it may have items this replica no longer holds.
+        self._completed: StreamPosition | None = None
+        self._entry: StreamPosition | None = None
+        self._entry_thread: int | None = None
+        self._last_tag: StreamPosition | None = None
+        self._floor: StreamPosition | None = None
+
+    @property
+    def fleet(self) -> bool:
+        """True when tokens are fleet tokens (resumable on any replica of the stream)."""
+        return self._fleet is not None
+
+    # --- the stream reader's reports (fleet mode)
+
+    def stream_started(self, position: StreamPosition) -> None:
+        """The reader starts at `position` (the stream's end): nothing at or before it will
+        come, so a token at or after it is resumable here."""
+        with self._lock:
+            if self._floor is None:
+                self._floor = position
+            if self._completed is None or self._completed < position:
+                self._completed = position
+
+    def begin_entry(self, position: StreamPosition) -> None:
+        """The calling thread now processes stream entry `position`: what it publishes until
+        `end_entry` comes at that position."""
+        with self._lock:
+            self._entry = position
+            self._entry_thread = threading.get_ident()
+
+    def end_entry(self) -> None:
+        with self._lock:
+            if self._entry is not None and (self._completed is None or self._completed < self._entry):
+                self._completed = self._entry
+            self._entry = None
+            self._entry_thread = None
+
+    def _tag_locked(self) -> StreamPosition | None:
+        """The position of an item published now (caller holds the lock)."""
+        if self._fleet is None:
+            return None
+        tag = self._entry if self._entry_thread == threading.get_ident() else self._completed
+        if tag is None or (self._last_tag is not None and tag < self._last_tag):
+            tag = self._last_tag
+        self._last_tag = tag
+        return tag
+
+    def _position_of_locked(self, sequence: int) -> StreamPosition | None:
+        """The stream position a token for "after `sequence`" carries (None: unknown)."""
+        offset = self._sequence - sequence
+        position = self._ring[-1 - offset].position if 0 <= offset < len(self._ring) else None
+        if offset == 0 and self._completed is not None and (position is None or position < self._completed):
+            position = self._completed
+        return position
 
     @property
     def instance_id(self) -> str:
@@ -119,13 +197,22 @@ class ChangeHub:
         return self._sequence  # one attribute read: atomic, no lock needed
 
     def token(self, sequence: int) -> str:
-        """A resume token for "after `sequence`" of this instance (sealed: a new one per call)."""
-        return self._sealer.seal(sequence)
+        """A resume token for "after `sequence`" of this instance (sealed: a new one per call);
+        in fleet mode a fleet token when the position of `sequence` is known."""
+        if self._fleet is None:
+            return self._sealer.seal(sequence)
+        with self._lock:
+            position = self._position_of_locked(sequence)
+        if position is None:
+            return self._sealer.seal(sequence)
+        return self._fleet.seal(sequence, position)
 
     def resume_point(self, token: str) -> ResumePoint:
         """What a token of this hub says (sequence None: another instance's). ValueError if
-        it is malformed or was not sealed by this instance."""
-        return self._sealer.open(token)
+        it is malformed or was not sealed by this instance (or, in fleet mode, its fleet)."""
+        if self._fleet is None or token.startswith(f"{self._instance_id}."):
+            return self._sealer.open(token)
+        return self._fleet.open(token)
 
     def visible_sequence(self, flt: WatchFilter) -> int:
         """What a Progress of a stream with `flt` shows: its tenants' changes numbered so far
@@ -148,14 +235,18 @@ class ChangeHub:
             self._sequence += 1
             tenant_sequence = self._tenant_sequences.get(event.tenant_id, 0) + 1
             self._tenant_sequences[event.tenant_id] = tenant_sequence
-            item = Sequenced(self._sequence, event, tenant_sequence)
+            item = Sequenced(self._sequence, event, tenant_sequence, self._tag_locked())
+            if item.position is not None and len(self._ring) == self._ring.maxlen:
+                evicted = self._ring[0].position if self._ring else item.position
+                if evicted is not None and (self._floor is None or self._floor < evicted):
+                    self._floor = evicted
             self._ring.append(item)
             for bucket_key in (event.tenant_id, ANY_TENANT):
                 bucket = self._by_tenant.get(bucket_key)
                 if bucket:
                     for sub in bucket.values():
                         if sub.filter.matches_kind_and_key(event):
-                            sub._offer(item, self._counters)
+                            sub._offer(item, self._counters, self._completed)
             return self._sequence
 
     def subscribe(self, flt: WatchFilter, resume_token: str | None = None) -> Subscription:
@@ -163,14 +254,19 @@ class ChangeHub:
 
         Raises ValueError for a malformed token or one from this instance's future.
         """
-        point = self._sealer.open(resume_token) if resume_token else None
+        point = self.resume_point(resume_token) if resume_token else None
         marker: ResyncNeeded | None = None
         backlog: list[Sequenced] = []
+        skip_through: StreamPosition | None = None
         with self._lock:
             current = self._sequence
             if point is not None:
                 oldest_replayable = current - len(self._ring)  # resume after it replays all retained
-                if point.sequence is None:  # another instance's token
+                if point.other_key:
+                    marker = ResyncNeeded(REASON_OTHER_KEY, current)
+                elif point.sequence is None and point.position is not None and self._fleet is not None:
+                    marker, backlog, skip_through = self._resume_by_position_locked(point.position)
+                elif point.sequence is None:  # another instance's token
                     marker = ResyncNeeded(REASON_UNKNOWN_INSTANCE, current)
                 elif point.sequence > current:
                     raise ValueError("resume token is ahead of this server's sequence")
@@ -181,6 +277,7 @@ class ChangeHub:
                     start = len(self._ring) - (current - point.sequence)
                     backlog = list(itertools.islice(self._ring, start, None))
             sub = Subscription(self, next(self._ids), flt, self._subscriber_buffer)
+            sub._skip_through = skip_through
             self._subscriptions[sub.id] = sub
             for bucket_key in (ANY_TENANT,) if flt.all_tenants else flt.tenants:
                 self._by_tenant.setdefault(bucket_key, {})[sub.id] = sub
@@ -192,6 +289,18 @@ class ChangeHub:
         elif backlog:
             sub._prime([s for s in backlog if flt.matches(s.event)])
         return sub
+
+    def _resume_by_position_locked(
+        self, after: StreamPosition
+    ) -> tuple[ResyncNeeded | None, list[Sequenced], StreamPosition | None]:
+        """Another replica's (or an earlier run's) fleet token: (marker, backlog, the live
+        position to skip through). Caller holds the lock."""
+        if self._floor is None or after < self._floor:
+            return ResyncNeeded(REASON_OUTSIDE_WINDOW, self._sequence), [], None
+        backlog = [s for s in self._ring if s.position is not None and s.position > after]
+        if not backlog and (self._completed is None or self._completed < after):
+            return None, [], after  # we are behind the issuer: skip what it delivered
+        return None, backlog, None
 
     def subscriber_count(self) -> int:
         with self._lock:
@@ -241,6 +350,9 @@ class Subscription:
         # With 100 subscribers at 1,000 events/s a notify per offer would be 100,000 wasted
         # calls a second, as a busy subscriber is almost never waiting when an event comes.
         self._waiting = False
+        # Fleet resume on a replica behind the token's issuer: live items at or before this
+        # position were delivered by the issuer; dropped until this replica passes it.
+        self._skip_through: StreamPosition | None = None
 
     @property
     def closed(self) -> bool:
@@ -280,7 +392,7 @@ class Subscription:
         # Both locks, in order: with only ours, a publish could have taken its sequence and
         # be waiting to append here, and we would report a point past an undelivered event.
         with self._hub._lock, self._cond:
-            if self._closed or self._lagging or self._replay or self._pending:
+            if self._closed or self._lagging or self._replay or self._pending or self._skipping_locked():
                 return None
             return self._hub._sequence
 
@@ -288,9 +400,16 @@ class Subscription:
         """(`progress()`, what the Progress message shows: `hub.visible_sequence`), read at
         one moment; None if items are pending."""
         with self._hub._lock, self._cond:
-            if self._closed or self._lagging or self._replay or self._pending:
+            if self._closed or self._lagging or self._replay or self._pending or self._skipping_locked():
                 return None
             return self._hub._sequence, self._hub.visible_sequence(self.filter)
+
+    def _skipping_locked(self) -> bool:
+        """Still behind a fleet token's position (a heartbeat now would move it back)."""
+        skip, completed = self._skip_through, self._hub._completed
+        if skip is not None and completed is not None and completed >= skip:
+            self._skip_through = skip = None
+        return skip is not None
 
     def buffered(self) -> int:
         with self._cond:
@@ -319,11 +438,19 @@ class Subscription:
                 self._replay = items
                 self._cond.notify()
 
-    def _offer(self, item: Sequenced, counters: _Counters) -> None:
+    def _offer(self, item: Sequenced, counters: _Counters, completed: StreamPosition | None = None) -> None:
         """Called by `publish` under the hub lock. Never blocks beyond our own short lock."""
         with self._cond:
             if self._closed:
                 return
+            skip = self._skip_through
+            if skip is not None:
+                if item.position is not None and item.position > skip:
+                    self._skip_through = None
+                elif completed is not None and completed >= skip and item.position == completed:
+                    self._skip_through = None  # a repair of ours after we passed the position
+                else:
+                    return  # the token's issuer delivered it
             self._last_offered = item.sequence
             if self._lagging:
                 counters.discarded += 1

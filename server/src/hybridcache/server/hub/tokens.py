@@ -13,15 +13,21 @@ behind the same address) is recognised as foreign and answered with "resync requ
 while a token of this instance that does not open (tampered, forged, truncated) is a
 `ValueError`, which the stream handler answers with INVALID_ARGUMENT.
 
-The sealed payload is versioned (its first byte) so that a later kind of position — a
-Redis stream id in durable mode, sealed with a key the fleet shares, so that a token
-survives a restart — can be added without a new token syntax.
+The sealed payload is versioned (its first byte). Version 1 is the above. Version 2 is a
+*fleet* token, for durable mode (events read from one Redis stream): ``"fleet-<key id>.<sealed>"``,
+sealed under a key every replica shares (HYBRIDCACHE_RESUME_TOKEN_KEY), the key id in clear
+(a digest of the key, so replicas with another key are told apart from unknown instances),
+and the payload carries the issuing instance (a digest of its id), its sequence, and the
+*stream position*: the id of the last Redis stream entry whose changes the token covers.
+The issuing instance resumes by its sequence, exactly as with version 1; any other replica
+of the fleet resumes by the stream position, which every replica reading that stream shares.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import secrets
 import struct
@@ -33,12 +39,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 # Instance ids are chosen by us (`secrets.token_hex`) or by configuration; keeping them to
 # this alphabet means the '.' separator is unambiguous.
 INSTANCE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_TOKEN_RE = re.compile(r"([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,80})")
-MAX_TOKEN_LENGTH = 120  # the longest a token can be (64 + 1 + 50), rounded up
+_TOKEN_RE = re.compile(r"([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,120})")
+MAX_TOKEN_LENGTH = 200  # the longest a token can be (64 + 1 + 120), rounded up
 _MAX_SEQUENCE = 2**63 - 1
 _NONCE_BYTES = 12
 _PAYLOAD = struct.Struct(">BQ")  # version, sequence
+_FLEET_PAYLOAD = struct.Struct(">BQ8sQQ")  # version, sequence, instance digest, stream id (ms, seq)
 _VERSION_SEQUENCE = 1
+_VERSION_FLEET = 2
+FLEET_PREFIX = "fleet-"
+FLEET_KEY_BYTES = (16, 24, 32)  # AES-128/192/256
+
+StreamPosition = tuple[int, int]
+"""A Redis stream entry id as (milliseconds, sequence): ordered like the ids themselves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +61,13 @@ class ResumePoint:
 
     instance_id: str
     sequence: int | None
+    # A fleet token's stream position (None: not a fleet token, or not one of our fleet).
+    position: StreamPosition | None = None
+    # A fleet token of this key issued by another instance (or an earlier run of this one):
+    # `sequence` is then None and `position` says where to resume.
+    other_instance: bool = False
+    # The token names a fleet key other than ours.
+    other_key: bool = False
 
 
 def instance_of(token: str) -> str:
@@ -91,3 +111,68 @@ class TokenSealer:
         if version != _VERSION_SEQUENCE or sequence > _MAX_SEQUENCE:
             raise ValueError("malformed resume token")
         return ResumePoint(instance_id, sequence)
+
+
+def fleet_key_id(key: bytes) -> str:
+    """What a fleet token shows in clear: ``fleet-`` and 12 hex digits of a digest of the key
+    (one-way: the id says which key, never the key)."""
+    digest = hashlib.sha256(b"hybridcache resume token key id\0" + key).hexdigest()
+    return FLEET_PREFIX + digest[:12]
+
+
+def parse_fleet_key(encoded: str) -> bytes:
+    """The shared key from its setting (standard or URL-safe base64 of 16, 24 or 32 bytes)."""
+    text = encoded.strip()
+    try:
+        standard = text.replace("-", "+").replace("_", "/")
+        key = base64.b64decode(standard + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the resume token key must be base64") from None
+    if len(key) not in FLEET_KEY_BYTES:
+        raise ValueError(f"the resume token key must be 16, 24 or 32 bytes (got {len(key)})")
+    return key
+
+
+class FleetSealer:
+    """Seals and opens fleet tokens (version 2) under a key shared by every replica.
+
+    Thread-safe. `seal` needs the stream position the token covers; `open` tells this
+    instance's own tokens (resumed by sequence) from the fleet's (resumed by position)."""
+
+    def __init__(self, instance_id: str, key: bytes) -> None:
+        if not INSTANCE_ID_RE.fullmatch(instance_id):
+            raise ValueError("instance id must be 1-64 characters of [A-Za-z0-9_-]")
+        if len(key) not in FLEET_KEY_BYTES:
+            raise ValueError("the resume token key must be 16, 24 or 32 bytes")
+        self.instance_id = instance_id
+        self.key_id = fleet_key_id(key)
+        self._aad = self.key_id.encode("ascii")
+        self._instance_digest = hashlib.sha256(instance_id.encode("ascii")).digest()[:8]
+        self._aead = AESGCM(key)
+
+    def seal(self, sequence: int, position: StreamPosition) -> str:
+        if not 0 <= sequence <= _MAX_SEQUENCE:
+            raise ValueError("sequence must be a non-negative int64")
+        payload = _FLEET_PAYLOAD.pack(_VERSION_FLEET, sequence, self._instance_digest, *position)
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        sealed = nonce + self._aead.encrypt(nonce, payload, self._aad)
+        return f"{self.key_id}.{base64.urlsafe_b64encode(sealed).rstrip(b'=').decode('ascii')}"
+
+    def open(self, token: str) -> ResumePoint:
+        prefix = instance_of(token)
+        if prefix != self.key_id:
+            if prefix.startswith(FLEET_PREFIX):
+                return ResumePoint(prefix, None, other_key=True)
+            return ResumePoint(prefix, None)  # a per-process token (pub/sub, or before the key)
+        encoded = token[len(prefix) + 1 :]
+        try:
+            sealed = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            payload = self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], self._aad)
+            version, sequence, instance, ms, seq = _FLEET_PAYLOAD.unpack(payload)
+        except (binascii.Error, ValueError, InvalidTag, struct.error):
+            raise ValueError("malformed resume token") from None
+        if version != _VERSION_FLEET or sequence > _MAX_SEQUENCE:
+            raise ValueError("malformed resume token")
+        if instance == self._instance_digest:
+            return ResumePoint(self.instance_id, sequence, (ms, seq))
+        return ResumePoint(prefix, None, (ms, seq), other_instance=True)
