@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 import pytest
 
@@ -27,7 +28,7 @@ def feed(hub: ChangeHub, position: tuple[int, int], key: str) -> None:
     hub.end_entry()
 
 
-def keys(items: list[object]) -> list[str]:
+def keys(items: Sequence[object]) -> list[str]:
     return [item.event.keys[0] for item in items if isinstance(item, Sequenced)]
 
 
