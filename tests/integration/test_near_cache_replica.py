@@ -112,3 +112,18 @@ def test_a_kind_the_server_serves_on_demand_is_read_per_key(
         assert near._credit_costs, "the replicated kinds were not loaded"
         with pytest.raises(NotFound):
             near.credit_cost("crm.no-such-operation")
+
+
+def test_a_client_of_several_replicas_loads_once_and_stays_on_one(
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess
+) -> None:
+    # Pub/sub mode: resume tokens are bound to one process. With the client's round_robin,
+    # ListSnapshot and the watch from its token went to two replicas, so every watch began
+    # with RESYNC_REQUIRED and the replica reloaded in a loop (thousands of loads, never ready).
+    services = [start_service(service_settings(dev_wrapper.url, redis_server.url)) for _ in range(3)]
+    targets = [f"127.0.0.1:{service.port}" for service in services]
+    with HybridCacheClient(targets, ClientConfig(watch=WATCH)) as client, NearCache(client, "acme") as near:
+        assert near.wait_ready(15), f"never ready: {near.provenance()}"
+        wait_for(lambda: near.provenance().live, timeout=15, what="the replica live")
+        loads = near.provenance().snapshot_loads
+        assert loads == 1, f"one snapshot load expected with three replicas behind the client, got {loads}"

@@ -48,6 +48,9 @@ class _FakeClient:
     def watch(self, **_: Any) -> _FakeStream:
         return _FakeStream()
 
+    def sticky(self) -> _FakeClient:
+        return self  # one server
+
     def list_snapshot(self, *_: Any, **__: Any) -> Any:
         # A server that predates ListSnapshot: the near cache loads per key (what this tests).
         raise HybridCacheError("no ListSnapshot", code=grpc.StatusCode.UNIMPLEMENTED)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 import grpc
 
-from hybridcache.client._channel import Target, create_channel
+from hybridcache.client._channel import Target, create_channel, resolve_target
 from hybridcache.client._config import ClientConfig, call_metadata
 from hybridcache.client._trace_context import with_trace_context
 from hybridcache.client._watch import ProgressCallback, ResyncCallback, WatchStream
@@ -41,12 +43,29 @@ class HybridCacheClient:
         """`target`: "host:port", "dns:///name:port", any gRPC target, or a list of
         "ip:port" addresses (balanced round_robin)."""
         self.config = config or ClientConfig()
+        self._target = target
         self._channel = create_channel(target, self.config)
         self._stub = pb_grpc.HybridCacheStub(self._channel)
         self._metadata = call_metadata(self.config)
         # Open watch streams, closed with the client (a stream left running on a closed
         # channel would try to reconnect through it).
         self._streams: weakref.WeakSet[WatchStream] = weakref.WeakSet()
+
+    def sticky(self) -> HybridCacheClient:
+        """A client whose calls all go to ONE of this client's servers while it lives (gRPC
+        pick_first over the same addresses, in a random order so that many consumers
+        spread), failing over to the next when it goes. What a snapshot + watch consumer
+        needs when the servers' resume tokens are bound to one process (pub/sub mode): with
+        round_robin, ListSnapshot and the WatchChanges from its token go to two different
+        replicas. `self` when there is only one address or the policy is already pick_first.
+        Close it yourself (it has its own channel)."""
+        _, multi = resolve_target(self._target)
+        if not multi or self.config.load_balancing_policy == "pick_first":
+            return self
+        target: Target = self._target
+        if not isinstance(target, str):
+            target = random.sample(list(target), len(target))
+        return HybridCacheClient(target, dataclasses.replace(self.config, load_balancing_policy="pick_first"))
 
     def _call(self, method: Callable[..., Any], request: Any, timeout: float | None, answer: type[_R]) -> _R:
         # `answer` only binds _R: grpc ships no type hints, so the stub's call returns Any.

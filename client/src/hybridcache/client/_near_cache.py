@@ -170,6 +170,10 @@ class NearCache:
         ListSnapshot only); `fetch_timeout` overrides the client's default deadline for
         per-key reads; `snapshot_timeout` bounds one snapshot load."""
         self._client = client
+        # The snapshot and the watch from its token must reach the same server while it
+        # lives (a round_robin client would send them to two replicas: with tokens bound to
+        # one process, every watch would start with RESYNC_REQUIRED, a reload loop).
+        self._stream_client = client.sticky()
         self._tenant_id = tenant_id
         self._fetch_timeout = fetch_timeout
         self._snapshot_timeout = snapshot_timeout
@@ -301,6 +305,8 @@ class NearCache:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._stop_caching()
+        if self._stream_client is not self._client:
+            self._stream_client.close()
 
     def __enter__(self) -> NearCache:
         return self
@@ -319,7 +325,7 @@ class NearCache:
         try:
             # No kinds named: those of the four the server replicates (a kind it serves on
             # demand stays loaded per key here too).
-            pages = self._client.list_snapshot(self._tenant_id, timeout=self._snapshot_timeout)
+            pages = self._stream_client.list_snapshot(self._tenant_id, timeout=self._snapshot_timeout)
             for page in pages:
                 for item in page.items:
                     loaded.add(item)
@@ -462,7 +468,7 @@ class NearCache:
 
     def _watch_from(self, token: str | None) -> bool:
         """Apply the watch until it ends (False: closed) or needs a snapshot reload (True)."""
-        stream = self._client.watch(
+        stream = self._stream_client.watch(
             tenant_ids=[self._tenant_id],
             kinds=_KINDS,
             resume_token=token,
