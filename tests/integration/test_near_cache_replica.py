@@ -127,3 +127,25 @@ def test_a_client_of_several_replicas_loads_once_and_stays_on_one(
         wait_for(lambda: near.provenance().live, timeout=15, what="the replica live")
         loads = near.provenance().snapshot_loads
         assert loads == 1, f"one snapshot load expected with three replicas behind the client, got {loads}"
+
+
+def test_the_counters_tell_loads_changes_and_age(
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: RedisProcess
+) -> None:
+    service = start_service(service_settings(dev_wrapper.url, redis_server.url, watch_heartbeat_s=0.5))
+    with (
+        HybridCacheClient(f"127.0.0.1:{service.port}", ClientConfig(watch=WATCH)) as client,
+        NearCache(client, "acme") as near,
+    ):
+        assert near.wait_ready(15), f"the replica never became ready: {near.watch_error!r}"
+        first = near.stats()
+        assert first.snapshot_loads == 1, first
+        assert first.items == near.stats().items > 0, first
+        assert 0 < first.last_snapshot_s < 15, first
+        assert first.resyncs == 0, first
+        code = next(iter(near._credit_costs))
+        set_cost(dev_wrapper, "acme", code, "12.5")
+        wait_for(lambda: near.credit_cost(code) == Decimal("12.5"), timeout=10, what="the change applied")
+        after = near.stats()
+        assert after.changes_applied >= first.changes_applied + 1, after
+        assert after.age_s < 5, after

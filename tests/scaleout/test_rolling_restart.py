@@ -126,7 +126,14 @@ def _stack() -> Iterator[tuple[RedisProcess, WrapperAdmin, str, Path]]:
 
 def rolling_restart(mode: str, consumers: int) -> tuple[list[int], int, Reader, Writer]:
     """Run the scenario; return (reloads per consumer, restarts, reader, writer)."""
-    env = {"HYBRIDCACHE_EVENT_MODE": mode, "HYBRIDCACHE_WATCH_HEARTBEAT_S": "0.5"}
+    # Every consumer here is one caller (one host, development mode): the per-caller stream
+    # cap (20) would refuse the streams of a replica that takes over the others' consumers.
+    env = {
+        "HYBRIDCACHE_EVENT_MODE": mode,
+        "HYBRIDCACHE_WATCH_HEARTBEAT_S": "0.5",
+        "HYBRIDCACHE_MAX_STREAMS_PER_CALLER": str(2 * consumers),
+        "HYBRIDCACHE_MAX_STREAMS": str(max(100, 2 * consumers)),
+    }
     if mode == "stream":
         env["HYBRIDCACHE_RESUME_TOKEN_KEY"] = base64.b64encode(secrets.token_bytes(16)).decode()
     with (
@@ -159,8 +166,13 @@ def rolling_restart(mode: str, consumers: int) -> tuple[list[int], int, Reader, 
                 wait_until(converged, CONVERGE_S, "every consumer to equal the Wrapper's truth")
             except AssertionError:
                 late = [i for i, near in enumerate(nears) if _copy(near, codes) != expected]
+                detail = "\n".join(
+                    f"  consumer {i}: {nears[i].provenance()}: {_diff(nears[i], codes, expected)}"
+                    for i in late[:5]
+                )
                 raise AssertionError(
-                    f"consumers {late} differ from the Wrapper\n" + "\n".join(log_tail(s) for s in fleet)
+                    f"consumers {late} differ from the Wrapper\n{detail}\n"
+                    + "\n".join(log_tail(s) for s in fleet)
                 ) from None
             reader.stop()
             reloads = [near.provenance().snapshot_loads - 1 for near in nears]
@@ -179,6 +191,13 @@ def _copy(near: NearCache, codes: list[str]) -> dict[str, Decimal] | None:
         return {code: near.credit_cost(code) for code in codes}
     except HybridCacheError:
         return None
+
+
+def _diff(
+    near: NearCache, codes: list[str], expected: dict[str, Decimal]
+) -> dict[str, tuple[Decimal, Decimal]]:
+    held = _copy(near, codes) or {}
+    return {code: (value, expected[code]) for code, value in held.items() if value != expected[code]}
 
 
 def _check_durable(consumers: int) -> None:

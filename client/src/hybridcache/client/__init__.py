@@ -14,7 +14,7 @@ from hybridcache.client._async_client import AsyncHybridCacheClient
 from hybridcache.client._async_watch import AsyncWatchStream
 from hybridcache.client._client import HybridCacheClient
 from hybridcache.client._config import ClientConfig, KeepAliveConfig, RetryPolicy, TLSConfig, WatchConfig
-from hybridcache.client._near_cache import NearCache, NearCacheProvenance
+from hybridcache.client._near_cache import NearCache, NearCacheProvenance, NearCacheStats
 from hybridcache.client._permissions import LocalDecision
 from hybridcache.client._watch import WatchStream
 from hybridcache.client.errors import (
@@ -47,6 +47,7 @@ __all__ = [
     "LocalDecision",
     "NearCache",
     "NearCacheProvenance",
+    "NearCacheStats",
     "NotFound",
     "PermissionDenied",
     "Reason",

@@ -75,6 +75,24 @@ class NearCacheProvenance:
     snapshot_loads: int
 
 
+@dataclass(frozen=True, slots=True)
+class NearCacheStats:
+    """Counters to export (Prometheus, logs), read with `near.stats()`; all since start.
+
+    `snapshot_loads`: snapshots installed (1 after a clean start; each later one is a
+    reload); `last_snapshot_s`: how long the last load took (ListSnapshot to installed);
+    `changes_applied`: watch changes stored (older replays ignored are not counted);
+    `resyncs`: RESYNC_REQUIRED or resync events received; `items`: entries held now, all
+    kinds; `age_s`: seconds since the last stream message or snapshot (as in provenance)."""
+
+    snapshot_loads: int
+    last_snapshot_s: float
+    changes_applied: int
+    resyncs: int
+    items: int
+    age_s: float
+
+
 @dataclass
 class _Flight:
     """One in-flight fetch of a key, shared by every reader that missed it meanwhile."""
@@ -200,6 +218,9 @@ class NearCache:
         self._position = ""
         self._last_message_at = clock()
         self._snapshot_loads = 0
+        self._last_snapshot_s = 0.0
+        self._changes_applied = 0
+        self._resyncs = 0
         self._watch_error: BaseException | None = None
         self._stream: WatchStream | None = None
         self._thread = threading.Thread(
@@ -286,6 +307,17 @@ class NearCache:
             snapshot_loads=self._snapshot_loads,
         )
 
+    def stats(self) -> NearCacheStats:
+        """The replica's counters (metrics hooks: poll this from an exporter)."""
+        return NearCacheStats(
+            snapshot_loads=self._snapshot_loads,
+            last_snapshot_s=self._last_snapshot_s,
+            changes_applied=self._changes_applied,
+            resyncs=self._resyncs,
+            items=sum(len(table) for table in self._tables.values()),
+            age_s=max(0.0, self._clock() - self._last_message_at),
+        )
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait until reads are served locally: the snapshot is installed and its watch has
         delivered its first message (per-key mode: the watch is live); False on timeout."""
@@ -319,6 +351,7 @@ class NearCache:
     def _load_snapshot(self) -> str | None:
         """Load and install a snapshot; its resume token, or None if the server has no
         ListSnapshot. Raises HybridCacheError if the load fails."""
+        started = time.monotonic()
         loaded = _SnapshotTables()
         token: str | None = None
         held: frozenset[int] = frozenset()
@@ -356,6 +389,7 @@ class NearCache:
             self._epoch += 1
             self._position = token
             self._snapshot_loads += 1
+            self._last_snapshot_s = time.monotonic() - started
             self._last_message_at = self._clock()
         return token
 
@@ -504,6 +538,7 @@ class NearCache:
                 self._warm_up()
 
     def _on_resync(self, _reason: str) -> None:
+        self._resyncs += 1
         if self._mode == "replica":
             raise _ReloadNeeded  # out of the stream: one snapshot reload, then watch from it
         # Changes were missed: drop everything (reloaded lazily), void in-flight loads.
@@ -514,6 +549,8 @@ class NearCache:
     def _apply(self, event: pb.ChangeEvent) -> None:
         if event.tenant_id != self._tenant_id or event.kind not in self._tables:
             return
+        if event.resync:
+            self._resyncs += 1
         if event.resync and self._mode == "replica":
             raise _ReloadNeeded  # the server reloaded this kind: so do we, in one call
         with self._lock:
@@ -535,6 +572,7 @@ class NearCache:
             if event.version and held_version > event.version:
                 return  # a replay of a change older than what we hold
             self._store(event.kind, table, key, value)
+            self._changes_applied += 1
             if event.version:
                 self._versions[flight_key] = event.version
             else:
