@@ -4,10 +4,15 @@
 * NearCache reads (credit_cost, local check_permission) vs the CheckPermission RPC vs a
   redis-py GET, all from this process against the real Service (spawned, its own process)
   and the private redis-server;
-* ListSnapshot load time and bytes on the wire for one tenant of ~10k entries, and a
-  NearCache's start-to-ready time on it.
+* ListSnapshot load time and bytes on the wire for one tenant of ~10k entries (`--users
+  99000` for ~100k), and a NearCache's start-to-ready time on it;
+* a NearCache's memory per entry (tracemalloc: what its load allocated and kept, divided
+  by the entries it holds);
+* publish -> consumer's local value updated: a credit cost changed through the Wrapper's
+  admin API, timed until each of 1 and then 100 NearCaches reads the new value locally
+  (`--changes` changes, p50/p99 over every consumer's every change).
 
-    .venv/bin/python scripts/measure_replica.py [--users 9000] [--ops 1000]
+    .venv/bin/python scripts/measure_replica.py [--users 9000] [--ops 1000] [--changes 50]
 
 Local reads are timed in batches of 1,000 (a single ~0.1 µs read is below the clock's
 resolution): their figures are means per read over a batch; the RPC and GET are timed
@@ -19,9 +24,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
 
 import grpc
+import httpx
 import redis
 
 from hybridcache.client import ClientConfig, HybridCacheClient, NearCache
@@ -64,14 +73,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=9_000)
     parser.add_argument("--ops", type=int, default=1_000)
+    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--consumers", type=int, default=100)
     args = parser.parse_args()
     with RedisProcess() as redis_server:
         wrapper = launch(redis_server.url, scale=f"1x{args.users}x{args.ops}", ready_timeout=300.0)
         try:
-            env = service_env(redis_server, wrapper, tenants=TENANT)
+            # All consumers of this process are one caller: room for every stream.
+            streams = str(2 * args.consumers + 10)
+            env = service_env(
+                redis_server, wrapper, tenants=TENANT, max_streams=streams, max_streams_per_caller=streams
+            )
             service = start_service(env, ready_timeout_s=300.0)
             try:
                 measure(service.target, redis_server.url)
+                memory_per_entry(service.target)
+                for consumers in (1, args.consumers):
+                    propagation(service.target, wrapper, consumers, args.changes)
             finally:
                 service.stop()
         finally:
@@ -124,6 +142,57 @@ def measure(target: str, redis_url: str) -> None:
     client_redis.set("bench:key", "2.5")
     line("redis-py GET", single_ns(lambda: client_redis.get("bench:key"), 3_000))
     client_redis.close()
+
+
+def memory_per_entry(target: str) -> None:
+    with HybridCacheClient(target, ClientConfig()) as client:
+        tracemalloc.start()
+        baseline = tracemalloc.get_traced_memory()[0]
+        near = NearCache(client, TENANT)
+        try:
+            if not near.wait_ready(120):
+                raise RuntimeError("the near cache did not get ready")
+            held = tracemalloc.get_traced_memory()[0] - baseline
+            items = near.stats().items
+        finally:
+            tracemalloc.stop()
+            near.close()
+    print(f"NearCache memory (tracemalloc): {held / items:.0f} B/entry, {items} entries, {held / 1e6:.1f} MB")
+
+
+def propagation(target: str, wrapper: Any, consumers: int, changes: int) -> None:
+    """Wrapper write (publish) -> every consumer's local read returns the new value."""
+    with HybridCacheClient(target, ClientConfig()) as client:
+        nears = [NearCache(client, TENANT) for _ in range(consumers)]
+        try:
+            for near in nears:
+                if not near.wait_ready(120):
+                    raise RuntimeError("a near cache did not get ready")
+            code = next(iter(nears[0]._credit_costs))
+            samples: list[float] = []
+            with httpx.Client(base_url=wrapper.url, headers=wrapper.headers, timeout=10) as admin:
+                for n in range(changes):
+                    value = Decimal(1000 + n) / 100
+                    waiting = set(range(consumers))
+                    started = time.perf_counter()
+                    admin.put(f"/admin/tenants/{TENANT}/credit-costs/{code}", json={"cost": str(value)})
+                    while waiting:
+                        for index in list(waiting):
+                            if nears[index].credit_cost(code) == value:
+                                samples.append(time.perf_counter() - started)
+                                waiting.discard(index)
+                        if time.perf_counter() - started > 10:
+                            raise RuntimeError(f"{len(waiting)} consumers missed a change for 10 s")
+                        time.sleep(0.0002)  # polling the local value; the write's own time is in the figure
+        finally:
+            for near in nears:
+                near.close()
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    print(
+        f"publish -> local value, {consumers} consumer(s): p50 {statistics.median(samples) * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms ({changes} changes, {len(samples)} samples; includes the Wrapper's write)"
+    )
 
 
 if __name__ == "__main__":
