@@ -21,7 +21,12 @@ Thread-safety: any number of threads may read. Reads are plain dict lookups with
 lock; all writes (the watch thread, loaders) happen under one lock, which is never held
 while calling the server. Returned protobuf messages are shared: treat them as read-only.
 Memory: per item, a dict slot and the value (a Decimal, a frozenset of grants and its
-compiled form, or the protobuf message), plus its version.
+compiled form, or the protobuf message), plus its version: measured with tracemalloc
+(scripts/measure_replica.py) at 514 bytes per entry for 10k entries and 605 for 100k (a
+tenant whose entries are 9 in 10 user statuses), i.e. ~60 MB per 100k entries.
+
+Metrics: `stats()` (NearCacheStats: snapshot loads, last load time, changes applied,
+resyncs, entries held, age) for an exporter to poll.
 """
 
 from __future__ import annotations
