@@ -61,7 +61,10 @@ def read(service: Service, token: str, *, until: int, quiet_s: float = 1.0, time
                     else []
                 )
                 for event in events:
-                    seen.changes.append((event.keys[0], event.credit_cost.cost.value))
+                    if event.resync:  # the replica reloaded the kind: a consumer reloads too
+                        seen.resyncs.append(f"resync event ({event.event_type})")
+                    else:
+                        seen.changes.append((event.keys[0], event.credit_cost.cost.value))
                     seen.token = event.resume_token
                 if which == "progress":
                     seen.token = message.progress.resume_token
@@ -147,3 +150,20 @@ def test_a_position_older_than_the_replica_holds_gets_resync(fleet: tuple[Admin,
     late = start(KEY)  # starts at the stream's end, after the token's position
     seen = read(late, old, until=0, quiet_s=0.2)
     assert seen.resyncs == [REASON_OUTSIDE_WINDOW], f"a position before what B holds: {seen}"
+
+
+def test_a_snapshot_of_one_replica_resumes_on_another(fleet: tuple[Admin, Any]) -> None:
+    admin, start = fleet
+    server_a, server_b = start(KEY), start(KEY)
+    with grpc.insecure_channel(f"127.0.0.1:{server_a.port}") as channel:
+        pages = list(
+            pb_grpc.HybridCacheStub(channel).ListSnapshot(
+                pb.ListSnapshotRequest(tenant_id="acme"), timeout=10
+            )
+        )
+    token = pages[-1].resume_token
+    assert token.startswith("fleet-"), "ListSnapshot's token follows the same rule as the stream's"
+    made = change_round(admin, 5)
+    on_b = read(server_b, token, until=len(made))
+    assert not on_b.resyncs, f"A's snapshot token on B: {on_b.resyncs}"
+    assert on_b.changes == made, f"the changes after A's snapshot, once each, on B: {on_b.changes}"
