@@ -96,6 +96,7 @@ class NearCacheStats:
     resyncs: int
     items: int
     age_s: float
+    last_resync_reason: str = ""  # the server's words ("resync event": the server reloaded a kind)
 
 
 @dataclass
@@ -226,6 +227,7 @@ class NearCache:
         self._last_snapshot_s = 0.0
         self._changes_applied = 0
         self._resyncs = 0
+        self._last_resync_reason = ""
         self._watch_error: BaseException | None = None
         self._stream: WatchStream | None = None
         self._thread = threading.Thread(
@@ -321,6 +323,7 @@ class NearCache:
             resyncs=self._resyncs,
             items=sum(len(table) for table in self._tables.values()),
             age_s=max(0.0, self._clock() - self._last_message_at),
+            last_resync_reason=self._last_resync_reason,
         )
 
     def wait_ready(self, timeout: float) -> bool:
@@ -542,8 +545,9 @@ class NearCache:
             if self._warm_codes and self._mode == "per-key":
                 self._warm_up()
 
-    def _on_resync(self, _reason: str) -> None:
+    def _on_resync(self, reason: str) -> None:
         self._resyncs += 1
+        self._last_resync_reason = reason
         if self._mode == "replica":
             raise _ReloadNeeded  # out of the stream: one snapshot reload, then watch from it
         # Changes were missed: drop everything (reloaded lazily), void in-flight loads.
@@ -556,6 +560,7 @@ class NearCache:
             return
         if event.resync:
             self._resyncs += 1
+            self._last_resync_reason = "resync event"
         if event.resync and self._mode == "replica":
             raise _ReloadNeeded  # the server reloaded this kind: so do we, in one call
         with self._lock:
