@@ -16,15 +16,16 @@ import grpc
 import pytest
 
 from hybridcache.server.app import Service
-from hybridcache.server.devwrapper import launch
 from hybridcache.server.hub import REASON_OUTSIDE_WINDOW
 from hybridcache.server.hub.events import REASON_OTHER_KEY
-from hybridcache.server.redis_process import RedisProcess
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin as Admin
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
-from tests.integration.test_end_to_end import CODES, Admin
+from tests.integration.test_end_to_end import CODES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,7 +95,7 @@ def fleet(start_service: Any, own_redis: RedisProcess) -> Iterator[tuple[Admin, 
         wrapper = launch(
             own_redis.url, token=WRAPPER_TOKEN, db_path=str(Path(tmp) / "w.db"), publish_mode="both"
         )
-        admin = Admin(wrapper.url)
+        admin = Admin(wrapper.url, WRAPPER_TOKEN)
 
         def start(key: str) -> Service:
             settings = service_settings(

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from hybridcache.server.app import Service
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import service_settings
 from tests.helpers import wait_for
 from tests.integration.test_list_snapshot import set_cost, wrapper_truth

@@ -30,12 +30,12 @@ import pytest
 
 from hybridcache.client import ClientConfig, HybridCacheClient, NearCache
 from hybridcache.client.errors import HybridCacheError
-from hybridcache.server.devwrapper import launch
 from hybridcache.server.hub import REASON_OUTSIDE_WINDOW
 from hybridcache.server.readiness import wait_serving
-from hybridcache.server.redis_process import RedisProcess
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
+from hybridcache_dev.stack.redis_process import RedisProcess
+from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN
-from tests.faults.stack import WrapperAdmin
 from tests.scaleout.fleet import log_tail, replicas, wait_until
 from tests.scaleout.scenario import TENANT, codes_of, truth
 
@@ -120,7 +120,7 @@ def _stack() -> Iterator[tuple[RedisProcess, WrapperAdmin, str, Path]]:
             redis_.url, token=WRAPPER_TOKEN, db_path=str(Path(tmp) / "w.db"), publish_mode="both"
         ) as wrapper,
     ):
-        admin = WrapperAdmin(wrapper.url)
+        admin = WrapperAdmin(wrapper.url, WRAPPER_TOKEN)
         try:
             yield redis_, admin, wrapper.url, Path(tmp)
         finally:
