@@ -111,3 +111,59 @@ def judge(observations: Iterable[Observation], truth: TruthLog, *, since: float,
         if open_ is not None:
             divergences.append(open_)
     return Verdict(divergences, answers, wrong, wrong_live, beyond, failed)
+
+
+@dataclass
+class Timeline:
+    """What happened during a run, to explain a divergence beyond its bound: the injector's
+    moves (time, what, entity; None for a fault of the whole Wrapper) and the verifier's
+    passes (start, end, what the pass did)."""
+
+    moves: list[tuple[float, str, Entity | None]] = field(default_factory=list)
+    passes: list[tuple[float, float, str]] = field(default_factory=list)
+
+    def move(self, what: str, entity: Entity | None, at: float) -> None:
+        self.moves.append((at, what, entity))
+
+    def explain(
+        self,
+        d: Divergence,
+        observations: Iterable[Observation],
+        truth: TruthLog,
+        *,
+        origin: float,
+        before_s: float,
+    ) -> list[str]:
+        """The story of one divergence, times relative to `origin`: the moves on its entity
+        and the Wrapper faults from `before_s` before it began to its end, the passes in that
+        window, each change of what its readers were answered, and the writes."""
+        lo, hi = d.since - before_s, d.until + 1.0
+        lines = [
+            f"divergence {d.entity}: {d.since - origin:.2f} .. {d.until - origin:.2f} s "
+            f"({d.heal_s:.2f} s, {d.wrong} wrong answers, {d.wrong_live} LIVE)"
+        ]
+        lines += [
+            f"  move  {t - origin:8.2f} {what}"
+            for t, what, e in self.moves
+            if lo <= t <= hi and e in (None, d.entity)
+        ]
+        lines += [
+            f"  pass  {t0 - origin:8.2f} .. {t1 - origin:8.2f} {what}"
+            for t0, t1, what in self.passes
+            if t1 >= lo and t0 <= hi
+        ]
+        last: tuple[object, ...] | None = None
+        for o in sorted(
+            (o for o in observations if o.request.entity == d.entity and lo <= o.start <= hi),
+            key=lambda o: o.start,
+        ):
+            answer = (o.code, o.value, o.freshness, o.source, o.version)
+            if answer != last:
+                lines.append(f"  read  {o.start - origin:8.2f} {answer}")
+                last = answer
+        lines += [
+            f"  write {sent - origin:8.2f} .. {answered - origin:.2f} {value}"
+            for value, sent, answered in truth.writes.get(d.entity, [])
+            if lo <= answered and sent <= hi
+        ]
+        return lines

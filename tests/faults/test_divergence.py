@@ -19,6 +19,7 @@ kind, divergences, heal time p50/p99/max, wrong answers and wrong LIVE answers.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -28,11 +29,12 @@ from collections import Counter
 
 import pytest
 
+from hybridcache.server.verifier import Verifier, VerifierStats
 from hybridcache_dev.harness.percentiles import percentile
 from hybridcache_dev.wrapper.seed import OPERATION_CODES
 from tests.faults.conftest import Figures, Scale
-from tests.faults.divergence import TruthLog, judge
-from tests.faults.history import History, LoadLoop, Request, canonical, wait_until
+from tests.faults.divergence import Timeline, TruthLog, judge
+from tests.faults.history import History, LoadLoop, Observation, Request, canonical, wait_until
 from tests.faults.resp_filter import ChaosPlan, DeliveryChaos
 from tests.faults.scenarios import wait_converged
 from tests.faults.stack import TENANTS, Stack, stack
@@ -52,9 +54,12 @@ def _requests() -> list[Request]:
 class Injector:
     """The random moves, on one thread, for `duration_s`; every write logged in `truth`."""
 
-    def __init__(self, s: Stack, truth: TruthLog, requests: list[Request], rng: random.Random) -> None:
+    def __init__(
+        self, s: Stack, truth: TruthLog, requests: list[Request], rng: random.Random, timeline: Timeline
+    ) -> None:
         self.s = s
         self.truth = truth
+        self.timeline = timeline
         self.requests = requests
         self.rng = rng
         self.moves: Counter[str] = Counter()
@@ -91,6 +96,7 @@ class Injector:
         sent = time.monotonic()
         self.s.admin.put_cost(r.tenant, r.key, value, publish=publish)
         self.truth.wrote(r.entity, canonical(value), sent, time.monotonic())
+        self.timeline.move("write" if publish else "write-unpublished", r.entity, sent)
         self.moves["write" if publish else "write-unpublished"] += 1
         return r
 
@@ -113,11 +119,13 @@ class Injector:
             data["version"] = 10_000 + self.rng.randint(0, 1000)
         elif style == "stale":
             data["version"] = 1
+        self.timeline.move(f"forged-{style}", r.entity, time.monotonic())
         self._publish(r.tenant, data)
         self.moves[f"forged-{style}"] += 1
 
     def _refetch_during_outage(self) -> None:
         self.s.admin.set_faults(failStatus=500, routes=[ITEM_ROUTE])
+        self.timeline.move("wrapper item route failing (500)", None, time.monotonic())
         self._outage_until = time.monotonic() + OUTAGE_S
         r = self._write(publish=False)
         self._publish(r.tenant, {"operationCode": r.key, "changedFields": ["credit_cost"]})
@@ -126,7 +134,29 @@ class Injector:
     def _end_outage_if_due(self) -> None:
         if self._outage_until and time.monotonic() >= self._outage_until:
             self.s.admin.clear_faults()
+            self.timeline.move("wrapper item route answering", None, time.monotonic())
             self._outage_until = 0.0
+
+
+def trace_passes(verifier: Verifier, timeline: Timeline) -> None:
+    """Record each verifier pass (when, and what it did) in `timeline`: a spy on `run_once`,
+    which the verifier's thread calls, to explain a divergence that outlived a pass."""
+    run_once = verifier.run_once
+
+    def traced() -> VerifierStats:
+        started = time.monotonic()
+        before = dataclasses.replace(verifier.stats, repaired_by_kind={})
+        after = run_once()
+        what = (
+            f"compared {after.compared - before.compared}, differed {after.mismatched - before.mismatched}, "
+            f"buckets {after.buckets_repaired - before.buckets_repaired}, "
+            f"keys repaired {after.keys_repaired - before.keys_repaired}"
+            f"{', cut short by a Wrapper failure' if after.failures > before.failures else ''}"
+        )
+        timeline.passes.append((started, time.monotonic(), what))
+        return after
+
+    verifier.run_once = traced  # type: ignore[method-assign]
 
 
 @pytest.mark.faults
@@ -158,7 +188,9 @@ def test_random_divergence_heals_within_the_anti_entropy_bound(scale: Scale, fig
     with stack(redis_proxy=True, redis_down_filter=lambda: DeliveryChaos(plan)) as s:
         service = s.start_service(verify_interval_s=verify_s, resync_jitter_s=1.0)
         truth = TruthLog(initial=s.admin.truths(requests))
-        injector = Injector(s, truth, requests, rng)
+        timeline = Timeline()
+        trace_passes(service.verifier, timeline)
+        injector = Injector(s, truth, requests, rng, timeline)
         with LoadLoop(s.target, requests, history, workers=4, rate_per_s=200, max_s=duration_s + 120) as load:
             wait_until(lambda: len(history) > 50, timeout=10, what="the load to start")
             started = time.monotonic()
@@ -173,6 +205,8 @@ def test_random_divergence_heals_within_the_anti_entropy_bound(scale: Scale, fig
         verdict = judge(history, truth, since=started, bound_s=bound_s)
         verified = service.verifier.stats
     heals = [d.heal_s for d in verdict.divergences]
+    for d in verdict.lasting(bound_s):
+        print("\n".join(timeline.explain(d, history, truth, origin=started, before_s=verify_s)))
     lasting = verdict.lasting(LASTING_S)
     unhealed = [d for d in verdict.divergences if not d.healed]
     slowest = max(heals, default=0.0)
@@ -214,3 +248,32 @@ def test_random_divergence_heals_within_the_anti_entropy_bound(scale: Scale, fig
     )
     assert sum(injector.moves.values()) >= duration_s * MOVES_PER_S / 3, "the injector hardly ran"
     assert plan.dropped, "no delivery was dropped: the scenario did not test lost events"
+
+
+def test_the_story_of_a_divergence_names_its_moves_passes_reads_and_writes() -> None:
+    entity = ("credit-cost", "t1", "op")
+    request = Request("credit-cost", "t1", "op")
+    truth = TruthLog(initial={entity: "1"})
+    truth.wrote(entity, "2", 10.0, 10.1)
+    timeline = Timeline()
+    timeline.move("write-unpublished", entity, 10.0)
+    timeline.move("forged-stale", ("credit-cost", "t2", "op"), 11.0)  # another entity: left out
+    timeline.move("wrapper item route failing (500)", None, 10.0)
+    timeline.passes.append((11.5, 11.7, "compared 2, differed 0"))
+    timeline.passes.append((30.0, 30.2, "compared 2, differed 1"))  # after it: left out
+    reads = [
+        Observation(t, t + 0.01, "w", request, "OK", v, freshness="live")
+        for t, v in ((9.0, "1"), (12.0, "1"), (25.0, "2"))
+    ]
+    (d,) = judge(reads, truth, since=0.0, bound_s=5.0).divergences
+    story = "\n".join(timeline.explain(d, reads, truth, origin=0.0, before_s=5.0))
+    assert "9.00 .. 12.01" in story, f"the divergence's span is not told: {story}"
+    for told in (
+        "write-unpublished",
+        "wrapper item route failing",
+        "compared 2, differed 0",
+        "10.00 .. 10.10 2",
+    ):
+        assert told in story, f"{told!r} missing from the story: {story}"
+    for not_told in ("forged-stale", "differed 1"):
+        assert not_told not in story, f"the story tells {not_told!r}, which is not its: {story}"
