@@ -105,6 +105,13 @@ def test_workers_are_given_the_drain_and_the_grace_period_before_a_kill() -> Non
             HYBRIDCACHE_LOG_LEVEL="info",  # each worker logs "stopped" after a clean stop
         )
         server = ServeProcess(env, Path(tmp) / "workers.log").start(timeout=60)
+        # start() returns when the port answers, i.e. when the FIRST worker serves; a worker
+        # still starting when SIGTERM comes has no drain to give yet (seen in a CI-like run).
+        wait_until(
+            lambda: server.log_path.read_text(errors="replace").count('"event": "serving"') >= 2,
+            60,
+            "both workers to serve",
+        )
         server.sigterm()
         try:
             status = server.wait(60)
