@@ -26,12 +26,12 @@ from typing import Any, NamedTuple
 
 import grpc
 
-from hybridcache.server import logs
+from hybridcache.server.api.registration import SERVICE_NAME, _TableCapture
 from hybridcache.server.app import create_service
 from hybridcache.server.config import Settings
-from hybridcache.server.logs import configure_logging
-from hybridcache.server.readiness import wait_serving
-from hybridcache.server.registration import SERVICE_NAME, _TableCapture
+from hybridcache.server.ops import logs
+from hybridcache.server.ops.logs import configure_logging
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.stack.redis_process import RedisProcess
@@ -140,7 +140,7 @@ def main() -> None:
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
             from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-            from hybridcache.server.tracing.spans import OtelTracing
+            from hybridcache.server.ops.tracing.spans import OtelTracing
 
             provider = TracerProvider()
             exporter = InMemorySpanExporter()

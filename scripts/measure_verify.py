@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))  # the fault proxy lives with the tests
 from hybridcache.server.app import create_service  # noqa: E402
 from hybridcache.server.core.digest import DigestMemo  # noqa: E402
 from hybridcache.server.core.kinds import Kind  # noqa: E402
-from hybridcache.server.readiness import wait_serving  # noqa: E402
+from hybridcache.server.ops.readiness import wait_serving  # noqa: E402
 from hybridcache_dev.stack.redis_process import RedisProcess  # noqa: E402
 from hybridcache_dev.wrapper import launch  # noqa: E402
 from tests.conftest import WRAPPER_TOKEN, service_settings  # noqa: E402

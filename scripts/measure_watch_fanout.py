@@ -33,10 +33,10 @@ from typing import Any
 
 import grpc
 
+from hybridcache.server.api.watch import serve_watch
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost
 from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter
-from hybridcache.server.watch import serve_watch
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 
@@ -59,7 +59,7 @@ def _serve(hub: ChangeHub, streams: int) -> tuple[grpc.Server, int]:
 
     server = grpc.server(ThreadPoolExecutor(max_workers=streams + 4))
     try:
-        from hybridcache.server.registration import add_hybridcache_service
+        from hybridcache.server.api.registration import add_hybridcache_service
     except ImportError:  # a tree from before pre-serialized streams: the servicer path
         servicer = pb_grpc.HybridCacheServicer()  # type: ignore[abstract]  # only WatchChanges is called
         servicer.WatchChanges = watch  # type: ignore[method-assign]
@@ -179,7 +179,7 @@ def client_main(args: argparse.Namespace) -> None:
 
 
 def cpu_only_main(args: argparse.Namespace) -> None:
-    from hybridcache.server import watch
+    from hybridcache.server.api import watch
     from hybridcache.server.hub import WatchFilter
 
     hub = ChangeHub(retain=10_000, subscriber_buffer=100_000)

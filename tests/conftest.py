@@ -13,7 +13,7 @@ import pytest
 
 from hybridcache.server.app import Service, create_service
 from hybridcache.server.config import Settings
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import launch

@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybridcache.server.app import Service, create_service
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache_dev.harness import wrapper_admin as harness_admin
 from hybridcache_dev.harness.serve_process import ServeProcess
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port

@@ -29,7 +29,7 @@ from collections import Counter
 
 import pytest
 
-from hybridcache.server.verifier import Verifier, VerifierStats
+from hybridcache.server.events.verifier import Verifier, VerifierStats
 from hybridcache_dev.harness.percentiles import percentile
 from hybridcache_dev.wrapper.seed import OPERATION_CODES
 from tests.faults.conftest import Figures, Scale

@@ -17,7 +17,7 @@ import grpc
 import pytest
 import redis
 
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.stack.redis_process import BINARY_ENV, free_port

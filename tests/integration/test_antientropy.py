@@ -135,7 +135,7 @@ def test_a_wrapper_without_digests_keeps_serving_and_says_so_once(
         for k in ("credit-costs", "role-permissions", "user-status", "feature-flags")
     ]
     admin.set_faults(failStatus=404, routes=routes)
-    caplog.set_level(logging.INFO, logger="hybridcache.server.verifier")
+    caplog.set_level(logging.INFO, logger="hybridcache.server.events.verifier")
     service = start_service(_settings(wrapper, own_redis))
     wait_for(lambda: service.verifier.stats.passes >= 3, timeout=15, what="three verifier passes")
     lines = [r.getMessage() for r in caplog.records if "anti-entropy" in r.getMessage()]

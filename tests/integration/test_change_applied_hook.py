@@ -10,7 +10,7 @@ import pytest
 
 from hybridcache.server.app import Service, create_service
 from hybridcache.server.hub import HubEvent
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN, service_settings

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridcache.server.auth import token_sha256
+from hybridcache.server.api.auth import token_sha256
 from tests.devstack_process import WatchedProcess
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,8 +12,8 @@ import grpc
 import httpx
 import pytest
 
+from hybridcache.server.api.auth import token_sha256
 from hybridcache.server.app import Service
-from hybridcache.server.auth import token_sha256
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.harness.wrapper_admin import WrapperAdmin

@@ -17,9 +17,9 @@ import grpc
 import httpx
 import pytest
 
+from hybridcache.server.api.auth import token_sha256
 from hybridcache.server.app import Service
-from hybridcache.server.auth import token_sha256
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from hybridcache.client import ClientConfig, HybridCacheClient
+from hybridcache.server.api.auth import token_sha256
 from hybridcache.server.app import Service
-from hybridcache.server.auth import token_sha256
 from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.integration.test_tls import self_signed

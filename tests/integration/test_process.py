@@ -17,7 +17,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port

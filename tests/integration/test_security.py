@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hybridcache.server.api.auth import token_sha256
 from hybridcache.server.app import Service
-from hybridcache.server.auth import token_sha256
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.conftest import service_settings

@@ -20,11 +20,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from hybridcache.client import ClientConfig, HybridCacheClient
 from hybridcache.client._trace_context import with_trace_context
 from hybridcache.client.errors import NotFound
-from hybridcache.server import logs
 from hybridcache.server.app import Service, create_service
-from hybridcache.server.readiness import wait_serving
-from hybridcache.server.tracing import Tracing, from_environment
-from hybridcache.server.tracing.spans import EVENT_ATTRIBUTES, SPAN_ATTRIBUTES, OtelTracing, route_of
+from hybridcache.server.ops import logs
+from hybridcache.server.ops.readiness import wait_serving
+from hybridcache.server.ops.tracing import Tracing, from_environment
+from hybridcache.server.ops.tracing.spans import EVENT_ATTRIBUTES, SPAN_ATTRIBUTES, OtelTracing, route_of
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.stack.redis_process import RedisProcess

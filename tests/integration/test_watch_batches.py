@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from hybridcache.client import AsyncHybridCacheClient, ClientConfig, HybridCacheClient, WatchConfig
+from hybridcache.server.api.watch import MAX_BATCH
 from hybridcache.server.hub import ChangeHub, Sequenced, to_proto
-from hybridcache.server.watch import MAX_BATCH
 from hybridcache.v1 import hybridcache_pb2 as pb
 from tests.integration.test_watch_stream import CALL_TIMEOUT_S, WatchServer, _event, watch_server
 

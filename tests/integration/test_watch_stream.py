@@ -21,11 +21,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from hybridcache.server.api.registration import add_hybridcache_service
+from hybridcache.server.api.watch import DEFAULT_MESSAGES_PER_S, serve_watch
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost
 from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter
-from hybridcache.server.registration import add_hybridcache_service
-from hybridcache.server.watch import DEFAULT_MESSAGES_PER_S, serve_watch
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.helpers import wait_for

@@ -20,9 +20,9 @@ from hybridcache.server import codec
 from hybridcache.server.app import Service
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.wrapper_client import WrapperClient
-from hybridcache.server.wrapper_mapping import DEFAULT_MAP, WrapperMap, load_map
-from hybridcache.server.wrapper_urls import UnsafeWrapperPath
+from hybridcache.server.wrapper.client import WrapperClient
+from hybridcache.server.wrapper.mapping import DEFAULT_MAP, WrapperMap, load_map
+from hybridcache.server.wrapper.urls import UnsafeWrapperPath
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from hybridcache_dev.stack.redis_process import RedisProcess

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache_dev.harness.serve_process import ServeProcess
 from hybridcache_dev.harness.tcp_proxy import Forwarder, Tap
 from hybridcache_dev.stack.redis_process import free_port

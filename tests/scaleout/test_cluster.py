@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from hybridcache.server.app import create_service
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.faults.stack import WrapperAdmin

@@ -31,7 +31,7 @@ import pytest
 from hybridcache.client import ClientConfig, HybridCacheClient, NearCache
 from hybridcache.client.errors import HybridCacheError
 from hybridcache.server.hub import REASON_OUTSIDE_WINDOW
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import launch

@@ -27,7 +27,7 @@ import pytest
 
 from hybridcache.client import ClientConfig, HybridCacheClient
 from hybridcache.server.app import create_service
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache_dev.wrapper import DevWrapperProcess, launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.faults.stack import WrapperAdmin

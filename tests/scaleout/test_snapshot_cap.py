@@ -16,7 +16,7 @@ import pytest
 from hybridcache.server.config import load_settings
 from hybridcache.server.core.errors import WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.wrapper_client import WrapperClient
+from hybridcache.server.wrapper.client import WrapperClient
 from tests.scaleout.fleet import wait_until
 
 pytestmark = pytest.mark.timeout(30)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hybridcache.server.auth import token_sha256
+from hybridcache.server.api.auth import token_sha256
 from hybridcache_dev.stack.redis_process import free_port
 from tests.faults.stack import Stack, stack
 from tests.integration.test_observability import logged_server  # noqa: F401

@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridcache.server import ids
+from hybridcache.server.api.validation import check_key, check_permission, check_tenant_id, check_user_id
 from hybridcache.server.app import Service
 from hybridcache.server.core.errors import InvalidRequest, NotFound
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.validation import check_key, check_permission, check_tenant_id, check_user_id
-from hybridcache.server.wrapper_client import WrapperClient
+from hybridcache.server.wrapper.client import WrapperClient
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.conftest import WRAPPER_TOKEN
@@ -57,7 +57,7 @@ def test_ids_with_dots_and_other_characters_stay_valid(value: str) -> None:
 
 def test_one_table_serves_requests_filters_and_events() -> None:
     """The three former copies of the tenant pattern are gone: all read `ids`."""
-    from hybridcache.server import watch
+    from hybridcache.server.api import watch
     from hybridcache.server.events import decode
 
     for module in (watch, decode):
@@ -195,7 +195,7 @@ def test_dot_ids_over_grpc_are_invalid_and_reach_no_wrapper(service: Service, de
 def test_a_path_httpx_would_rewrite_is_refused(path: str) -> None:
     """However a path was put together (a new call that forgot `segment`), `resolve` sends it
     unchanged or not at all."""
-    from hybridcache.server.wrapper_urls import resolve
+    from hybridcache.server.wrapper.urls import resolve
 
     with pytest.raises(InvalidRequest):
         resolve(httpx.URL("http://wrapper.test/"), path)

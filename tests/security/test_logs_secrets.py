@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from hybridcache.server.app import Service
-from hybridcache.server.logs import GrpcRecordGuard
+from hybridcache.server.ops.logs import GrpcRecordGuard
 from hybridcache.v1 import hybridcache_pb2 as pb
 from tests.integration.test_observability import (
     CANARIES,

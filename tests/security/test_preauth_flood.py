@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from hybridcache.server.registration import SERVICE_NAME
+from hybridcache.server.api.registration import SERVICE_NAME
 from tests.faults.stack import Stack, stack
 from tests.helpers import wait_for
 from tests.security.conftest import ACME_TOKEN, GLOBEX_TOKEN, TOKENS, secure_env

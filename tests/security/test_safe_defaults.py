@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from hybridcache.server.errors import RETRY_FLOOR_S
+from hybridcache.server.api.errors import RETRY_FLOOR_S
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 from tests.faults.stack import Stack

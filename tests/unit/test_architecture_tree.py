@@ -86,6 +86,6 @@ def test_every_service_module_is_named() -> None:
 def test_the_reader_finds_what_it_names() -> None:
     # The parser itself: a named module, a named package, a distribution root.
     paths = named_paths()
-    assert f"{SERVICE}gate.py" in paths
+    assert f"{SERVICE}api/gate.py" in paths
     assert f"{SERVICE}core/" in paths
     assert "devtools/src/hybridcache_dev/wrapper/" in paths

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from hybridcache.server.capacity import Lane, Lanes
-from hybridcache.server.errors import RETRY_FLOOR_S, retry_delay_s
+from hybridcache.server.api.capacity import Lane, Lanes
+from hybridcache.server.api.errors import RETRY_FLOOR_S, retry_delay_s
 
 
 def test_a_lane_admits_up_to_its_limit_and_again_after_a_release() -> None:

@@ -11,7 +11,7 @@ import pytest
 from hybridcache.server.app import policies_from
 from hybridcache.server.config import NOT_SETTINGS, ConfigError, load_settings, unknown_variables
 from hybridcache.server.core.kinds import Kind, Tier, WhenWrapperDown
-from hybridcache.server.opscli.target import TARGET_ENV, TOKEN_ENV
+from hybridcache.server.ops.cli.target import TARGET_ENV, TOKEN_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(30)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hybridcache.server.heap import HeapSettler, settle
+from hybridcache.server.ops.heap import HeapSettler, settle
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(30)

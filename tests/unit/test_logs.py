@@ -15,8 +15,8 @@ from unittest.mock import patch
 import pytest
 import structlog
 
-from hybridcache.server import logs
-from hybridcache.server.logs import configure_logging, log_rpc
+from hybridcache.server.ops import logs
+from hybridcache.server.ops.logs import configure_logging, log_rpc
 
 ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z"
 FIELDS = ["event", "level", "logger", "timestamp", "caller", "method", "code", "duration_ms"]

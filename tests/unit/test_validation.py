@@ -4,8 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hybridcache.server.api.validation import (
+    MAX_BATCH,
+    check_batch,
+    check_key,
+    check_tenant_id,
+    check_user_id,
+)
 from hybridcache.server.core.errors import InvalidRequest
-from hybridcache.server.validation import MAX_BATCH, check_batch, check_key, check_tenant_id, check_user_id
 
 pytestmark = pytest.mark.timeout(30)
 

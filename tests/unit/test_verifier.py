@@ -12,7 +12,7 @@ from hybridcache.server.core import HybridCache, Kind, NotFound, WrapperUnavaila
 from hybridcache.server.core.digest import KindDigest, bucket_of, digest_of
 from hybridcache.server.core.values import Value
 from hybridcache.server.events.ports import ChangeNotice
-from hybridcache.server.verifier import EVENT_TYPE, Verifier, VerifierConfig
+from hybridcache.server.events.verifier import EVENT_TYPE, Verifier, VerifierConfig
 from tests.unit.core.fakes import FakeWrapper, cost
 
 pytestmark = pytest.mark.timeout(30)
@@ -110,7 +110,7 @@ def test_a_wrapper_failure_cuts_the_pass_short_and_is_counted(
 def test_a_wrapper_without_digests_is_said_once(
     cache: HybridCache, wrapper: FakeWrapper, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hybridcache.server.verifier")
+    caplog.set_level(logging.INFO, logger="hybridcache.server.events.verifier")
     cache.ensure_tenant("acme")
     source = DigestWrapper(wrapper, missing=True)
     verifier = _verifier(cache, source, [])

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from hybridcache.server.core.errors import WrapperUnavailable
-from hybridcache.server.wrapper_health import KNOWN_DOWN_REASON, Breaker, BreakerState, WrapperHealth
+from hybridcache.server.wrapper.health import KNOWN_DOWN_REASON, Breaker, BreakerState, WrapperHealth
 
 
 class Clock:

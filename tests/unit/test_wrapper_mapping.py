@@ -1,5 +1,5 @@
 """The Wrapper mapping file: both shipped examples load, and every mistake is one line naming
-the file, the kind and the field (wrapper_mapping.py, HYBRIDCACHE_WRAPPER_MAP)."""
+the file, the kind and the field (wrapper/mapping.py, HYBRIDCACHE_WRAPPER_MAP)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hybridcache.server.config import ConfigError, load_settings
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.wrapper_client import WrapperClient
-from hybridcache.server.wrapper_mapping import DEFAULT_MAP, MappingError, load_map, parse_map
+from hybridcache.server.wrapper.client import WrapperClient
+from hybridcache.server.wrapper.mapping import DEFAULT_MAP, MappingError, load_map, parse_map
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 FETCH = {"fetch": {"url": "/api/credits/{key}"}}

@@ -16,8 +16,8 @@ import hybridcache.client
 from hybridcache.client import ClientConfig, Reason, errors
 from hybridcache.client._config import service_config
 from hybridcache.client.reasons import ERROR_DOMAIN
+from hybridcache.server.api.errors import status_code_for
 from hybridcache.server.core.errors import CacheError, InvalidRequest, NotFound, WrapperUnavailable
-from hybridcache.server.errors import status_code_for
 from tests.unit.client.test_client_errors import FakeRpcError, _rich_trailers
 
 ROOT = Path(__file__).resolve().parents[3]

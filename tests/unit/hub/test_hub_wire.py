@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from hybridcache.server.api.watch import _messages
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import (
     CreditCost,
@@ -28,7 +29,6 @@ from hybridcache.server.hub import (
     to_proto,
     wire,
 )
-from hybridcache.server.watch import _messages
 from hybridcache.v1 import hybridcache_pb2 as pb
 from tests.unit.hub.hub_support import event, only
 

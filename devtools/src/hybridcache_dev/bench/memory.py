@@ -56,7 +56,7 @@ def _transport(tenant: str, body: bytes) -> httpx.MockTransport:
 
 def _cache(tenant: str, body: bytes) -> Any:
     from hybridcache.server.core import DEFAULT_POLICIES, HybridCache  # noqa: PLC0415
-    from hybridcache.server.wrapper_client import WrapperClient  # noqa: PLC0415
+    from hybridcache.server.wrapper.client import WrapperClient  # noqa: PLC0415
 
     client = WrapperClient("http://wrapper.invalid", "t", timeout_s=120, transport=_transport(tenant, body))
     return client, HybridCache(client, DEFAULT_POLICIES)

@@ -76,10 +76,10 @@ def _serve_sync(conn: Connection, *, gate: bool) -> None:
 
     interceptors: list[Any] = []
     if gate:
-        from hybridcache.server.auth import Authenticator  # noqa: PLC0415
-        from hybridcache.server.capacity import Lanes, MessageWatch  # noqa: PLC0415
-        from hybridcache.server.gate import CallerLimits, Gate  # noqa: PLC0415
-        from hybridcache.server.metrics import Metrics  # noqa: PLC0415
+        from hybridcache.server.api.auth import Authenticator  # noqa: PLC0415
+        from hybridcache.server.api.capacity import Lanes, MessageWatch  # noqa: PLC0415
+        from hybridcache.server.api.gate import CallerLimits, Gate  # noqa: PLC0415
+        from hybridcache.server.ops.metrics import Metrics  # noqa: PLC0415
 
         limits = CallerLimits(rate_per_s=0.0, burst=200, max_in_flight=0)
         watch = MessageWatch()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 
 
 class ServeProcess:

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from hybridcache.server.readiness import wait_serving
+from hybridcache.server.ops.readiness import wait_serving
 from hybridcache_dev.stack.devstack_leftovers import (
     DB_FILE,
     LeftoverError,

@@ -6,7 +6,7 @@
                                      ▲
        grpc.server + Gate (auth, limits, lanes, metrics, logs) + health + reflection  (port 0 in tests)
 
-Each kind of call runs on threads of its own (capacity.py): unary calls, WatchChanges
+Each kind of call runs on threads of its own (api/capacity.py): unary calls, WatchChanges
 streams, reflection, health; the gate admits a call to its lane before it takes a thread.
 
 Start order matters: the change feed starts before any replica loads, so a change published
@@ -28,32 +28,32 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hybridcache.server.auth import Authenticator, Caller
-from hybridcache.server.capacity import Lanes, MessageWatch
+from hybridcache.server.api.auth import Authenticator, Caller
+from hybridcache.server.api.capacity import Lanes, MessageWatch
+from hybridcache.server.api.gate import CallerLimits, Gate, current_caller
+from hybridcache.server.api.reflection import enable_reflection
+from hybridcache.server.api.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
+from hybridcache.server.api.servicer import HybridCacheServicer
+from hybridcache.server.api.snapshot import SnapshotLister
+from hybridcache.server.api.watch import serve_watch
 from hybridcache.server.config import Settings
 from hybridcache.server.core import DEFAULT_POLICIES, HybridCache, KindPolicy
 from hybridcache.server.core.errors import CacheError
 from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.events import ChangeFeed, FeedConfig
-from hybridcache.server.gate import CallerLimits, Gate, current_caller
-from hybridcache.server.heap import HeapSettler
+from hybridcache.server.events.verifier import Verifier, VerifierConfig
 from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter
 from hybridcache.server.hub.tokens import parse_fleet_key
-from hybridcache.server.logs import grpc_guard_metrics
-from hybridcache.server.metrics import Metrics, MetricsTLS
-from hybridcache.server.probe_server import ProbeServer
-from hybridcache.server.reflection import enable_reflection
-from hybridcache.server.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
-from hybridcache.server.servicer import HybridCacheServicer
-from hybridcache.server.snapshot import SnapshotLister
-from hybridcache.server.telemetry import register_collectors
-from hybridcache.server.tracing import Tracing
-from hybridcache.server.tracing import from_environment as tracing_from_environment
-from hybridcache.server.verifier import Verifier, VerifierConfig
-from hybridcache.server.watch import serve_watch
-from hybridcache.server.wrapper_client import WrapperClient
-from hybridcache.server.wrapper_health import WrapperHealth
-from hybridcache.server.wrapper_mapping import DEFAULT_MAP, load_map
+from hybridcache.server.ops.heap import HeapSettler
+from hybridcache.server.ops.logs import grpc_guard_metrics
+from hybridcache.server.ops.metrics import Metrics, MetricsTLS
+from hybridcache.server.ops.probe_server import ProbeServer
+from hybridcache.server.ops.telemetry import register_collectors
+from hybridcache.server.ops.tracing import Tracing
+from hybridcache.server.ops.tracing import from_environment as tracing_from_environment
+from hybridcache.server.wrapper.client import WrapperClient
+from hybridcache.server.wrapper.health import WrapperHealth
+from hybridcache.server.wrapper.mapping import DEFAULT_MAP, load_map
 from hybridcache.v1 import hybridcache_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Service:
         self.stopping = threading.Event()
         self.metrics = Metrics()
         self.synced_at: dict[str, float] = {}  # tenant -> wall time of its last snapshot load
-        # Replicas are long-lived objects the cyclic collector need not rescan (heap.py).
+        # Replicas are long-lived objects the cyclic collector need not rescan (ops/heap.py).
         self.heap = HeapSettler() if settings.gc_freeze else None
         self.wrapper = WrapperClient(
             settings.wrapper_url,
@@ -190,7 +190,7 @@ class Service:
             on_malformed=self._count_malformed_request,
         )
         if settings.reflection:
-            enable_reflection(  # v1 and v1alpha (reflection.py)
+            enable_reflection(  # v1 and v1alpha (api/reflection.py)
                 (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), self.server
             )
         self.port = _bind(self.server, settings)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from hybridcache.server.config import ConfigError, config_warnings, load_settings, unknown_variables
-from hybridcache.server.workers import WORKER_ENV
+from hybridcache.server.ops.workers import WORKER_ENV
 
 log = logging.getLogger("hybridcache")
 
@@ -60,7 +60,7 @@ def serve(workers: int | None = None) -> int:
     """Run the server until SIGTERM / SIGINT; then shut down gracefully and exit 0.
 
     `workers` (or HYBRIDCACHE_WORKERS) above 1: supervise that many worker processes
-    sharing the port instead (`hybridcache.server.workers`).
+    sharing the port instead (`hybridcache.server.ops.workers`).
     """
     if workers is not None:
         os.environ["HYBRIDCACHE_WORKERS"] = str(workers)
@@ -78,11 +78,11 @@ def serve(workers: int | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        from hybridcache.server.workers import supervise  # noqa: PLC0415
+        from hybridcache.server.ops.workers import supervise  # noqa: PLC0415
 
         return supervise(settings)
     from hybridcache.server.app import create_service  # noqa: PLC0415 (config errors first, fast)
-    from hybridcache.server.logs import configure_logging  # noqa: PLC0415
+    from hybridcache.server.ops.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
     if os.environ.get(WORKER_ENV, "0") == "0":  # said once, not by every worker
@@ -116,9 +116,9 @@ def health(
 
     It reads the server's own HYBRIDCACHE_* settings, so in the server's container it needs
     no options: the port, and with HYBRIDCACHE_TLS_CERT_FILE set it speaks TLS (see
-    hybridcache.server.health_check for which certificates it trusts and presents).
+    hybridcache.server.ops.health_check for which certificates it trusts and presents).
     """
-    from hybridcache.server.health_check import HealthTLS, check_health  # noqa: PLC0415
+    from hybridcache.server.ops.health_check import HealthTLS, check_health  # noqa: PLC0415
 
     try:
         settings = load_settings()
@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--tls-server-name", default=None, help="name to verify (default: the certificate's)")
     check.add_argument("--tls-cert", default=None, help="mTLS client certificate (default: the server's)")
     check.add_argument("--tls-key", default=None, help="mTLS client key (default: the server's)")
-    from hybridcache.server import opscli  # noqa: PLC0415 (the operator's `stats` and `watch`)
+    from hybridcache.server.ops import cli as opscli  # noqa: PLC0415 (the operator's `stats` and `watch`)
 
     opscli.register(commands)
-    from hybridcache.server import wrapper_check  # noqa: PLC0415
+    from hybridcache.server.wrapper import check as wrapper_check  # noqa: PLC0415
 
     wrapper_check.register(commands)
     argv = sys.argv[1:] if argv is None else argv

@@ -17,16 +17,16 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hybridcache.server.api.validation import check_tenant_id
 from hybridcache.server.config_models import CallerEntry, KindPolicyOverride, check_unique_callers
 from hybridcache.server.core.errors import InvalidRequest
 from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.core.policy import DEFAULT_POLICIES
 from hybridcache.server.hub.tokens import parse_fleet_key
-from hybridcache.server.validation import check_tenant_id
 
 ENV_PREFIX = "HYBRIDCACHE_"
 
-# HYBRIDCACHE_* variables that are not server settings: the operator commands' (opscli/target.py).
+# HYBRIDCACHE_* variables that are not server settings: the operator commands' (ops/cli/target.py).
 # An operator's shell may well have them set; they are not misspelt settings.
 NOT_SETTINGS = frozenset({"HYBRIDCACHE_TOKEN", "HYBRIDCACHE_TARGET"})
 
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         2, ge=0, le=10, description="Retries of a failed idempotent Wrapper read (jittered backoff)."
     )
     wrapper_max_connections: int = Field(32, ge=1, description="Pooled HTTP connections to the Wrapper.")
-    # Circuit breaker per Wrapper endpoint kind (wrapper_health.py; docs/RELIABILITY.md, 8d)
+    # Circuit breaker per Wrapper endpoint kind (wrapper/health.py; docs/RELIABILITY.md, 8d)
     wrapper_breaker_failures: int = Field(
         3,
         ge=0,
@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     wrapper_breaker_reset_s: float = Field(
         2.0, gt=0, description="How long an open breaker waits before letting one probe call through."
     )
-    # Wrapper mapping: a Wrapper with its own API (wrapper_mapping.py; docs/WRAPPER.md)
+    # Wrapper mapping: a Wrapper with its own API (wrapper/mapping.py; docs/WRAPPER.md)
     wrapper_map: str = Field(
         "",
         description="YAML file mapping the Wrapper's URLs, paging and JSON fields onto the kinds "
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     @classmethod
     def _wrapper_map(cls, value: str) -> str:
         if value:
-            from hybridcache.server.wrapper_mapping import load_map  # noqa: PLC0415 (only when set)
+            from hybridcache.server.wrapper.mapping import load_map  # noqa: PLC0415 (only when set)
 
             load_map(value)  # MappingError (a ValueError): one line naming file, kind and field
         return value
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     def _replicated_kinds_listed(self) -> Self:
         # A replicated kind loads by listing: a mapping without its list endpoint stops start-up.
         if self.wrapper_map:
-            from hybridcache.server.wrapper_mapping import load_map  # noqa: PLC0415
+            from hybridcache.server.wrapper.mapping import load_map  # noqa: PLC0415
 
             kinds = load_map(self.wrapper_map).kinds
             for kind, default in DEFAULT_POLICIES.items():
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
         description="Snapshot loads from the Wrapper in progress at once in this process (0: no cap).",
     )
 
-    # --- Anti-entropy (verifier.py): replicas compared with the Wrapper's digests
+    # --- Anti-entropy (events/verifier.py): replicas compared with the Wrapper's digests
     verify_interval_s: float = Field(
         30.0,
         ge=0,

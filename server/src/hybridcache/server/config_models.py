@@ -26,10 +26,10 @@ from pydantic import (
     field_validator,
 )
 
+from hybridcache.server.api.validation import check_tenant_id
 from hybridcache.server.core.errors import InvalidRequest
 from hybridcache.server.core.kinds import Tier, WhenWrapperDown
 from hybridcache.server.core.policy import KindPolicy
-from hybridcache.server.validation import check_tenant_id
 
 ALL_TENANTS = "*"
 
@@ -48,7 +48,7 @@ class CallerEntry(BaseModel):
     burst: Annotated[StrictInt, Field(ge=1)] | None = None  # None: HYBRIDCACHE_CALLER_BURST
     max_in_flight: Annotated[StrictInt, Field(ge=0)] | None = None  # None: HYBRIDCACHE_CALLER_MAX_IN_FLIGHT
     # Binds the token to the caller's client certificate (mTLS): its subject CN or a SAN must
-    # equal this, else UNAUTHENTICATED CERTIFICATE_MISMATCH (auth.py).
+    # equal this, else UNAUTHENTICATED CERTIFICATE_MISMATCH (api/auth.py).
     tls_identity: Annotated[StrictStr, Field(min_length=1, max_length=1024)] | None = None
 
     @field_validator("tenants")

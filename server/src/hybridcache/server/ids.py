@@ -1,5 +1,5 @@
-"""The one table of identifier shapes: requests (`validation.py`), WatchChanges filters
-(`watch.py`) and change notifications (`events/decode.py`) all check ids against it.
+"""The one table of identifier shapes: requests (`api/validation.py`), WatchChanges filters
+(`api/watch.py`) and change notifications (`events/decode.py`) all check ids against it.
 
 Ids end up in Wrapper URL paths, Redis channel names and log lines, so they are short,
 printable and free of anything with a meaning there: no `/`, `\\`, `%`, `?`, `#`, space,

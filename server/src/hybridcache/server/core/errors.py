@@ -8,7 +8,7 @@
 
 Each carries a `Reason` from the one table of error reasons (`hybridcache.client.reasons`,
 shared with the client), and the reason alone decides the gRPC status code
-(`hybridcache.server.errors`): a `WrapperUnavailable` whose reason is `WRAPPER_REJECTED`
+(`hybridcache.server.api.errors`): a `WrapperUnavailable` whose reason is `WRAPPER_REJECTED`
 (the Wrapper refused our credentials) is INTERNAL, not UNAVAILABLE, because no retry mends it.
 """
 

@@ -1,7 +1,7 @@
 """The change hub: sequencing, retention, fan-out and resume of change events.
 
 Pure (no gRPC, no Redis): the event ingestion publishes `HubEvent`s, the WatchChanges
-handler (`hybridcache.server.watch`) subscribes with a `WatchFilter`.
+handler (`hybridcache.server.api.watch`) subscribes with a `WatchFilter`.
 """
 
 from hybridcache.server.hub.events import (

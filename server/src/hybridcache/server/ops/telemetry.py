@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from hybridcache.server.events.stats import REFETCH_REASONS
-from hybridcache.server.metrics import counter, gauge
-from hybridcache.server.wrapper_health import BreakerState
+from hybridcache.server.ops.metrics import counter, gauge
+from hybridcache.server.wrapper.health import BreakerState
 
 if TYPE_CHECKING:
     from hybridcache.server.app import Service

@@ -17,7 +17,7 @@ The stream, as the client sees it:
    which the stream continues.
 
 Messages leave as bytes (the service registers WatchChanges with a pass-through
-serializer, `hybridcache.server.registration`): each change is serialized once for all
+serializer, `hybridcache.server.api.registration`): each change is serialized once for all
 its subscribers (`hub.wire`), and a batch is those bytes concatenated. A stream that asked
 for batches sends, at each wake-up, everything already pending (up to `max_batch` a
 message) without waiting to fill a batch: an idle stream is as quick as an unbatched one,
@@ -59,8 +59,8 @@ import grpc
 
 from hybridcache.client.reasons import Reason
 from hybridcache.server import ids
+from hybridcache.server.api.errors import abort
 from hybridcache.server.core.kinds import Kind
-from hybridcache.server.errors import abort
 from hybridcache.server.hub import (
     AllowedTenants,
     ChangeHub,

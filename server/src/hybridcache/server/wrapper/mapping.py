@@ -11,9 +11,9 @@ have met needs only member access, a dotted path is checked at start in one line
 adds no dependency. A mapped answer is rewritten into the contract's shape and parsed by
 `codec`, so there is one parser whatever the Wrapper.
 
-URL templates keep `wrapper_urls`' guarantee: a placeholder must be a whole path segment
-and is filled with `wrapper_urls.segment` (percent-encoded, never a dot segment); literal
-segments are checked here, and the built path goes through `wrapper_urls.resolve`.
+URL templates keep `urls.py`'s guarantee: a placeholder must be a whole path segment
+and is filled with `urls.segment` (percent-encoded, never a dot segment); literal
+segments are checked here, and the built path goes through `urls.resolve`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
-from hybridcache.server import wrapper_urls
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.policy import SNAPSHOT_KINDS
+from hybridcache.server.wrapper import urls
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _LITERAL_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@-]+$")
@@ -144,10 +144,10 @@ class WrapperMap(BaseModel):
         self, template: str, tenant_id: str, key: str | None, params: dict[str, str]
     ) -> tuple[str, dict[str, str]]:
         headers: dict[str, str] = {}
-        path = template.replace("{tenant}", wrapper_urls.segment(tenant_id))
+        path = template.replace("{tenant}", urls.segment(tenant_id))
         if key is not None:
-            path = path.replace("{key}", wrapper_urls.segment(key))
-        wrapper_urls.segment(tenant_id)  # an unsafe tenant is refused wherever it goes
+            path = path.replace("{key}", urls.segment(key))
+        urls.segment(tenant_id)  # an unsafe tenant is refused wherever it goes
         if self.tenant.in_ is TenantIn.QUERY:
             assert self.tenant.name is not None
             params = {self.tenant.name: tenant_id, **params}
@@ -228,8 +228,8 @@ def _tenant_in_urls(mapping: WrapperMap) -> None:
     if not placed_in_path and mapping.tenant.name is None:
         raise ValueError(f"tenant: name: needed with in: {mapping.tenant.in_}")
     for kind, entry in mapping.kinds.items():
-        urls = [("fetch.url", entry.fetch.url)] + ([("list.url", entry.list.url)] if entry.list else [])
-        for where, url in urls:
+        templates = [("fetch.url", entry.fetch.url)] + ([("list.url", entry.list.url)] if entry.list else [])
+        for where, url in templates:
             if ("{tenant}" in url) != placed_in_path:
                 wanted = (
                     "needs {tenant}"

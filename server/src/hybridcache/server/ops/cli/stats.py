@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from hybridcache.client import HybridCacheError
-from hybridcache.server.opscli.target import TargetError, add_target_options, connect
+from hybridcache.server.ops.cli.target import TargetError, add_target_options, connect
 from hybridcache.v1 import hybridcache_pb2 as pb
 
 COLUMNS = (

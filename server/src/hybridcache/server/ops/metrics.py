@@ -65,7 +65,7 @@ class Metrics:
         self.freshness_degraded = Gauge(
             "hybridcache_freshness_degraded", "1 while change notifications are not flowing.", registry=r
         )
-        # Request bodies that are not the method's message (registration.py): INVALID_ARGUMENT.
+        # Request bodies that are not the method's message (api/registration.py): INVALID_ARGUMENT.
         self.malformed_requests = Counter(
             "hybridcache_malformed_requests", "Request bodies that were not the method's message.",
             ["grpc_method"], registry=r,

@@ -26,8 +26,8 @@ from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.source import Snapshot
-from hybridcache.server.wrapper_client import WrapperClient
-from hybridcache.server.wrapper_mapping import DEFAULT_MAP, KindMap, MappingError, WrapperMap, load_map
+from hybridcache.server.wrapper.client import WrapperClient
+from hybridcache.server.wrapper.mapping import DEFAULT_MAP, KindMap, MappingError, WrapperMap, load_map
 
 OK, WARN, FAIL, SKIP = "ok", "WARN", "FAIL", "skip"
 T = TypeVar("T")
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     finally:
         client.close()
     if args.events > 0:
-        from hybridcache.server.wrapper_events_check import listen  # noqa: PLC0415 (redis only here)
+        from hybridcache.server.wrapper.events_check import listen  # noqa: PLC0415 (redis only here)
 
         for name, status, detail in listen(args.redis_url, args.app or ["crm"], args.events):
             check.add("(all)", name, status, detail)

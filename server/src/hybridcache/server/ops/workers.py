@@ -40,7 +40,7 @@ def worker_argv() -> list[str]:
 
 
 def supervise(settings: Settings) -> int:
-    from hybridcache.server.logs import configure_logging  # noqa: PLC0415
+    from hybridcache.server.ops.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
     stop = threading.Event()

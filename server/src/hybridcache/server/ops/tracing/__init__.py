@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from hybridcache.server.core import HybridCache
     from hybridcache.server.core.source import WrapperSource
-    from hybridcache.server.wrapper_client import WrapperClient
+    from hybridcache.server.wrapper.client import WrapperClient
 
 _EXPORTERS_VAR = "OTEL_TRACES_EXPORTER"
 
@@ -64,7 +64,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Tracing:
     if not exporters:
         return Tracing()
     try:
-        from hybridcache.server.tracing.spans import OtelTracing, provider_from_environment  # noqa: PLC0415
+        from hybridcache.server.ops.tracing.spans import OtelTracing, provider_from_environment  # noqa: PLC0415
     except ImportError as exc:
         raise RuntimeError(
             f"{_EXPORTERS_VAR} asks for tracing but OpenTelemetry is not installed "

@@ -10,7 +10,7 @@ attempt's timeout is the smaller of `timeout_s` and the time left, and retries (
 idempotent reads failing with a connection error, a timeout or a 502/503/504/500) back off
 with full jitter and stop when the time left cannot cover another attempt. The caller
 therefore gets an answer or `WrapperUnavailable` before its deadline, never a hang. A
-circuit breaker per endpoint kind (`wrapper_health.py`) makes calls to a Wrapper known to
+circuit breaker per endpoint kind (`health.py`) makes calls to a Wrapper known to
 be down fail at once (`WRAPPER_KNOWN_DOWN`) instead of each waiting out a timeout.
 
     fetch_item / fetch_snapshot
@@ -30,14 +30,15 @@ from typing import Any
 import httpx
 
 from hybridcache.client.reasons import Reason
-from hybridcache.server import codec, wrapper_urls
+from hybridcache.server import codec
 from hybridcache.server.core.digest import KindDigest
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.source import Snapshot
 from hybridcache.server.core.values import Value
-from hybridcache.server.wrapper_health import UNHEALTHY_REASONS, WrapperHealth
-from hybridcache.server.wrapper_mapping import DEFAULT_MAP, KindMap, WrapperMap, dig, next_page, to_contract
+from hybridcache.server.wrapper import urls
+from hybridcache.server.wrapper.health import UNHEALTHY_REASONS, WrapperHealth
+from hybridcache.server.wrapper.mapping import DEFAULT_MAP, KindMap, WrapperMap, dig, next_page, to_contract
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class WrapperClient:
         health: WrapperHealth | None = None,
         mapping: WrapperMap = DEFAULT_MAP,
     ) -> None:
-        self.mapping = mapping  # URLs, paging and JSON shapes of this Wrapper (wrapper_mapping.py)
+        self.mapping = mapping  # URLs, paging and JSON shapes of this Wrapper (mapping.py)
         self.pages_loaded = 0  # list pages fetched, all kinds (paging is visible to the check)
         self._timeout_s = timeout_s
         self.health = health or WrapperHealth()
@@ -97,7 +98,7 @@ class WrapperClient:
 
     @property
     def http(self) -> httpx.Client:
-        """The pooled client (tracing instruments it: hybridcache.server.tracing)."""
+        """The pooled client (tracing instruments it: hybridcache.server.ops.tracing)."""
         return self._http
 
     # --- WrapperSource
@@ -243,7 +244,7 @@ class WrapperClient:
     def _get(
         self, path: str, deadline: float | None, *, what: str, headers: dict[str, str] | None = None
     ) -> Any:
-        """Through the endpoint kind's circuit breaker (`wrapper_health.py`)."""
+        """Through the endpoint kind's circuit breaker (`health.py`)."""
         breaker = self.health.breaker(what)
         probe = breaker.admit()  # raises WRAPPER_KNOWN_DOWN while open
         try:
@@ -270,7 +271,7 @@ class WrapperClient:
     ) -> Any:
         if deadline is None:
             deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
-        url = wrapper_urls.resolve(self._http.base_url, path)  # exactly this path, or refused
+        url = urls.resolve(self._http.base_url, path)  # exactly this path, or refused
         attempt = 0
         while True:
             left = deadline - time.monotonic()
@@ -335,6 +336,6 @@ class WrapperClient:
 
 
 def _seg(value: str) -> str:
-    """One URL path segment, percent-encoded, never a dot segment (`wrapper_urls`); ids are
+    """One URL path segment, percent-encoded, never a dot segment (`urls.py`); ids are
     validated already, this is defence in depth."""
-    return wrapper_urls.segment(value)
+    return urls.segment(value)

@@ -36,13 +36,13 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from hybridcache.client.reasons import Reason
-from hybridcache.server.auth import Authenticator, Caller
-from hybridcache.server.capacity import Lane, Lanes, MessageWatch
-from hybridcache.server.errors import abort
-from hybridcache.server.logs import log_rpc
-from hybridcache.server.metrics import Metrics, RpcSeries
-from hybridcache.server.reflection import V1 as REFLECTION_V1
-from hybridcache.server.reflection import V1ALPHA as REFLECTION_V1ALPHA
+from hybridcache.server.api.auth import Authenticator, Caller
+from hybridcache.server.api.capacity import Lane, Lanes, MessageWatch
+from hybridcache.server.api.errors import abort
+from hybridcache.server.api.reflection import V1 as REFLECTION_V1
+from hybridcache.server.api.reflection import V1ALPHA as REFLECTION_V1ALPHA
+from hybridcache.server.ops.logs import log_rpc
+from hybridcache.server.ops.metrics import Metrics, RpcSeries
 
 _current = threading.local()  # the sync server runs a call's handler on one pool thread
 

@@ -19,22 +19,22 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import grpc
 
 from hybridcache.client.reasons import Reason
-from hybridcache.server import convert
-from hybridcache.server.auth import Caller
-from hybridcache.server.core import HybridCache, PermissionReason, Read
-from hybridcache.server.core.errors import CacheError
-from hybridcache.server.core.kinds import Kind
-from hybridcache.server.core.values import CreditCost, FeatureFlag, OrgUnit, UserProfile, UserStatus
-from hybridcache.server.errors import abort, abort_with
-from hybridcache.server.gate import current_caller
-from hybridcache.server.snapshot import SnapshotLister
-from hybridcache.server.validation import (
+from hybridcache.server.api import convert
+from hybridcache.server.api.auth import Caller
+from hybridcache.server.api.errors import abort, abort_with
+from hybridcache.server.api.gate import current_caller
+from hybridcache.server.api.snapshot import SnapshotLister
+from hybridcache.server.api.validation import (
     check_batch,
     check_key,
     check_permission,
     check_tenant_id,
     check_user_id,
 )
+from hybridcache.server.core import HybridCache, PermissionReason, Read
+from hybridcache.server.core.errors import CacheError
+from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.values import CreditCost, FeatureFlag, OrgUnit, UserProfile, UserStatus
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
 

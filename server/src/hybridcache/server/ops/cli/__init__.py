@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hybridcache.server.opscli.stats import add_stats_command
-from hybridcache.server.opscli.watch import add_watch_command
+from hybridcache.server.ops.cli.stats import add_stats_command
+from hybridcache.server.ops.cli.watch import add_watch_command
 
 
 def register(commands: Any) -> None:

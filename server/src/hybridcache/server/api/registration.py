@@ -28,7 +28,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from hybridcache.client.reasons import Reason
-from hybridcache.server.errors import abort
+from hybridcache.server.api.errors import abort
 from hybridcache.server.events.ratelog import RateLimitedLog
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc

@@ -19,8 +19,8 @@ from typing import Any, TextIO
 from google.protobuf import json_format
 
 from hybridcache.client import HybridCacheError
-from hybridcache.server.opscli.stats import kind_name
-from hybridcache.server.opscli.target import TargetError, add_target_options, connect
+from hybridcache.server.ops.cli.stats import kind_name
+from hybridcache.server.ops.cli.target import TargetError, add_target_options, connect
 from hybridcache.v1 import hybridcache_pb2 as pb
 
 KINDS = {kind_name(value): value for value in pb.Kind.values() if value != pb.KIND_UNSPECIFIED}

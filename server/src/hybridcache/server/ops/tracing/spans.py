@@ -43,15 +43,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from hybridcache.server import logs
 from hybridcache.server.core import HybridCache
 from hybridcache.server.core.errors import CacheError, NotFound
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.permissions import PermissionDecision
 from hybridcache.server.core.results import Read, Source
 from hybridcache.server.core.source import Snapshot, WrapperSource
-from hybridcache.server.tracing import Tracing
-from hybridcache.server.wrapper_client import WrapperClient
+from hybridcache.server.ops import logs
+from hybridcache.server.ops.tracing import Tracing
+from hybridcache.server.wrapper.client import WrapperClient
 
 TRACER_NAME = "hybridcache.server"
 

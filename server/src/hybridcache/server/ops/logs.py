@@ -31,7 +31,7 @@ from typing import Any, Literal
 import structlog
 
 from hybridcache.server.events.ratelog import RateLimitedLog
-from hybridcache.server.metrics import counter
+from hybridcache.server.ops.metrics import counter
 
 _rpc_log = logging.getLogger("hybridcache.rpc")
 
@@ -54,7 +54,7 @@ _RPC_LINE_TRACED = _RPC_LINE[:-1] + ', "trace_id": %s}'
 _UTC = datetime.UTC
 _now = datetime.datetime.now
 
-# The current trace id ("" when none), set by tracing when it is on (hybridcache.server.tracing).
+# The current trace id ("" when none), set by tracing when it is on (hybridcache.server.ops.tracing).
 _trace_id: Callable[[], str] | None = None
 
 
