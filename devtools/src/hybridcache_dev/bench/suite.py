@@ -41,9 +41,12 @@ class Figure:
     notes: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        # The distribution of the figure only, not of each run: the JSON is committed.
+        quantiles = self.summary.quantiles_json()
         return {
             "name": self.name,
             **self.summary.to_json(),
+            **({"quantiles_us": quantiles} if quantiles else {}),
             "runs": [r.to_json() for r in self.runs],
             "notes": self.notes,
         }
@@ -168,5 +171,6 @@ def pooled(runs: Sequence[Sequence[int]], summaries: Sequence[Summary]) -> Summa
     middle = median_of(summaries)
     whole = summarize(merged, seconds=1.0)
     return Summary(
-        len(merged), whole.p50_us, whole.p99_us, whole.max_us, middle.throughput_per_s, middle.errors
-    )
+        len(merged), whole.p50_us, whole.p99_us, whole.max_us, middle.throughput_per_s, middle.errors,
+        quantiles_us=whole.quantiles_us,  # the pooled samples' distribution
+    )  # fmt: skip
