@@ -251,12 +251,13 @@ def _measure(
     read_runs: dict[str, list[list[int]]] = {p: [] for p in PEERS}
     seen_runs: dict[str, list[list[int]]] = {p: [] for p in PEERS}
     write_runs: dict[str, list[list[int]]] = {p: [] for p in PEERS}
-    value = 1000
+    written = 0
     for run in range(runs):
         for peer in rotated(PEERS, run, runs):
             read_runs[peer].append(_unpacked(child.ask(("read", peer, reads))))
-            values = [str(Decimal(value + i) / 100) for i in range(changes)]
-            value += changes
+            # 700.001, 700.002, ...: never a seeded cost, never a value written before
+            values = [str(Decimal(700_001 + written + i) / 1000) for i in range(changes)]
+            written += changes
             seen, writes = child.ask(("propagate", peer, values))
             seen_runs[peer].append(_unpacked(seen))
             write_runs[peer].append(_unpacked(writes))

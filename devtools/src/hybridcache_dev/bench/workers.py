@@ -58,6 +58,8 @@ class Workers:
             "HYBRIDCACHE_PORT": str(port),
             "HYBRIDCACHE_WORKERS": str(count),
             "HYBRIDCACHE_LOG_LEVEL": "info",  # each worker logs "serving" once its replica is loaded
+            "HYBRIDCACHE_DRAIN_S": "0",  # nothing to drain from at the end: stop at once
+            "HYBRIDCACHE_GRACE_S": "1",
         }
         self.count = count
         self.process = ServeProcess(env, log_dir / f"workers-{count}-{port}.log")
