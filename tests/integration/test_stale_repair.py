@@ -162,8 +162,12 @@ def test_a_published_change_for_a_key_being_repaired_is_applied_at_once(
     answered at once. When the repair was asked for with a version the event is at least as
     new as, the repair is settled and the answer is LIVE; a version-less request may refer to
     any version, so the key stays REPAIRING until the Wrapper answers. Before: the event was
-    taken for a mismatch, and the old value was answered until the Wrapper was back."""
-    service: Service = start_service(service_settings(wrapper.url, own_redis.url, tenants=["acme"]))
+    taken for a mismatch, and the old value was answered until the Wrapper was back.
+    The verifier is off: its pass (one soon after start) reads the Wrapper's bucket route,
+    which is not failing, and would repair the key there instead of the event."""
+    service: Service = start_service(
+        service_settings(wrapper.url, own_redis.url, tenants=["acme"], verify_interval_s=0)
+    )
     with (
         grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel,
         WrapperAdmin(wrapper.url, WRAPPER_TOKEN) as admin,
@@ -183,7 +187,8 @@ def test_a_published_change_for_a_key_being_repaired_is_applied_at_once(
             pb.FRESHNESS_REPAIRING,
         ), (
             f"before the change: expected {held} REPAIRING, got {during.credit_cost.cost.value} "
-            f"{pb.Freshness.Name(during.provenance.freshness)}"
+            f"{pb.Freshness.Name(during.provenance.freshness)}; verifier {service.verifier.stats}, "
+            f"events {stats.snapshot()}"
         )
 
         published = wrapper.put_cost("acme", CODE, "12.25", publish=True)  # oldValue 9.5: not held
