@@ -244,6 +244,14 @@ def logged_server(own_redis: RedisProcess) -> Iterator[LoggedServer]:
                     wait_serving(f"127.0.0.1:{port}", timeout=60, alive=lambda: server.poll() is None)
                 except (RuntimeError, TimeoutError) as exc:
                     raise AssertionError(f"{exc}; its log:\n{log_path.read_text()[-3000:]}") from None
+                # Lines leave the server together, up to HYBRIDCACHE_LOG_FLUSH_INTERVAL_S late:
+                # once "listening" is in the file, so is every start-up line logged before it,
+                # and a test that counts lines from here counts only its own.
+                wait_for(
+                    lambda: b'"event": "listening"' in log_path.read_bytes(),
+                    timeout=20,
+                    what="the server's start-up lines in its log",
+                )
                 yield LoggedServer(f"127.0.0.1:{port}", log_path, wrapper, metrics_port)
             finally:
                 server.terminate()
