@@ -104,10 +104,20 @@ def test_metrics_endpoint_serves_the_names_and_they_move(
         ).raise_for_status()
         with redis_server.client() as client:
             client.publish("crm:acme:credit-config-changed", b"{not json")
+
+        def counted(metrics: dict[str, float]) -> bool:
+            # The change may be applied by the repair worker (a refetch), after the malformed
+            # event behind it is counted: wait for both, not for the later one alone.
+            return (
+                value(metrics, "hybridcache_events_rejected_total", reason="malformed-json") >= 1
+                and value(metrics, "hybridcache_events_total", outcome="applied") >= 1
+                and value(metrics, "hybridcache_event_lag_seconds_count") >= 1
+            )
+
         wait_for(
-            lambda: value(scrape(port), "hybridcache_events_rejected_total", reason="malformed-json") >= 1,
-            timeout=5,
-            what="the malformed event counted",
+            lambda: counted(scrape(port)),
+            timeout=15,
+            what="the change applied and the malformed event counted",
         )
     after = scrape(port)
     method = {"grpc_method": "GetCreditCost"}
@@ -234,6 +244,14 @@ def logged_server(own_redis: RedisProcess) -> Iterator[LoggedServer]:
                     wait_serving(f"127.0.0.1:{port}", timeout=60, alive=lambda: server.poll() is None)
                 except (RuntimeError, TimeoutError) as exc:
                     raise AssertionError(f"{exc}; its log:\n{log_path.read_text()[-3000:]}") from None
+                # Lines leave the server together, up to HYBRIDCACHE_LOG_FLUSH_INTERVAL_S late:
+                # once "listening" is in the file, so is every start-up line logged before it,
+                # and a test that counts lines from here counts only its own.
+                wait_for(
+                    lambda: b'"event": "listening"' in log_path.read_bytes(),
+                    timeout=20,
+                    what="the server's start-up lines in its log",
+                )
                 yield LoggedServer(f"127.0.0.1:{port}", log_path, wrapper, metrics_port)
             finally:
                 server.terminate()

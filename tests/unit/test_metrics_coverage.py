@@ -138,6 +138,6 @@ def test_the_checks_catch_the_two_defects_they_were_written_for() -> None:
     assert "freshness_degraded" not in used
     assert {
         "rate_limited",
-        "rpc_started",
+        "lane_refused",
         "wrapper_fetch_seconds",
-    } <= used  # set in gate.py, RpcSeries, observe_fetch
+    } <= used  # set in gate.py (twice) and observe_fetch

@@ -36,7 +36,7 @@ STRATEGY_LABELS = {"full": "full replication", "hybrid": "hybrid", "on-demand": 
 LATENCY_FIGURES = (  # (group, figure, label): floor first, then the service
     ("redis", "tcp.round-trip.x1", "floor: TCP round trip"),
     ("redis", "redis.get.x1", "floor: Redis GET"),
-    ("server-model", "sync.empty.x1", "floor: empty gRPC call"),
+    ("service", "floor.empty.x1", "floor: empty gRPC call (bare server)"),
     ("service", "GetCreditCost.hit.x1", "hit: GetCreditCost"),
     ("service", "CheckPermission.hit.x1", "hit: CheckPermission"),
     ("service", "GetUserProfile.hit.x1", "hit: GetUserProfile"),

@@ -75,6 +75,11 @@ def _collect(service: Service) -> Iterator[Any]:
          (["not_found"], events.refetch_not_found)],
     )  # fmt: skip
     yield counter(
+        "hybridcache_repairs_settled_by_events",
+        "Pending repairs settled by a newer versioned change notification, before their refetch.", [],
+        [([], events.refetches_settled_by_events)],
+    )  # fmt: skip
+    yield counter(
         "hybridcache_repair_overflows",
         "Refetch requests beyond the pending bound (10,000 keys), turned into a full resync.", [],
         [([], events.refetch_overflows)],
