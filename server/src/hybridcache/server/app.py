@@ -28,6 +28,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from hybridcache.client.backoff import Backoff, BackoffPolicy
 from hybridcache.server.api.auth import Authenticator, Caller
 from hybridcache.server.api.capacity import Lanes, MessageWatch
 from hybridcache.server.api.gate import CallerLimits, Gate, current_caller
@@ -58,7 +59,8 @@ from hybridcache.v1 import hybridcache_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-_WARM_RETRY_S = (0.2, 5.0)  # backoff bounds while the Wrapper is not answering at start
+# While the Wrapper is not answering at start; jittered so a fleet started together spreads out.
+_WARM_RETRY = BackoffPolicy(initial_s=0.2, cap_s=5.0)
 _REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas do not align
 
 
@@ -321,18 +323,17 @@ class Service:
     def _warm_up(self) -> None:
         """Load the configured tenants' replicas, retrying until the Wrapper answers; then SERVING."""
         pending = list(self.settings.tenants)
-        pause = _WARM_RETRY_S[0]
+        backoff = Backoff(_WARM_RETRY)
         while pending and not self.stopping.is_set():
             tenant = pending[0]
             try:
                 self.cache.ensure_tenant(tenant)
             except CacheError as exc:
                 log.warning("replica of tenant %s not loaded yet: %s (retrying)", tenant, exc.reason)
-                self.stopping.wait(pause)
-                pause = min(pause * 2, _WARM_RETRY_S[1])
+                self.stopping.wait(backoff.next_delay())
                 continue
             pending.pop(0)
-            pause = _WARM_RETRY_S[0]
+            backoff.reset()
         if not self.stopping.is_set():
             if self.heap is not None:
                 self.heap.settle_now()  # the one long pause, before any caller is sent here
