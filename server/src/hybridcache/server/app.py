@@ -91,7 +91,6 @@ class Service:
         self.tracing = tracing_from_environment() if tracing is None else tracing  # OTEL_*: off by default
         self.stopping = threading.Event()
         self.metrics = Metrics()
-        self.synced_at: dict[str, float] = {}  # tenant -> wall time of its last snapshot load
         # Replicas are long-lived objects the cyclic collector need not rescan (ops/heap.py).
         self.heap = HeapSettler() if settings.gc_freeze else None
         self.wrapper = WrapperClient(
@@ -164,10 +163,8 @@ class Service:
             self.tracing.traced_cache(self.cache),
             freshness=self.freshness,
             stats_extra=self._stats_extra,
-            repairing=self.feed.ingestor.worker.pending,  # keys awaiting a refetch: REPAIRING
-            snapshots=SnapshotLister(
-                self.cache, self.hub, self.feed.ingestor.order, freshness=self.freshness
-            ),
+            repairing=self.feed.pending_repairs,  # keys awaiting a refetch: REPAIRING
+            snapshots=SnapshotLister(self.cache, self.hub, self.feed.apply_order, freshness=self.freshness),
         )
         # Each open WatchChanges stream holds a thread in the sync server: the stream lane
         # has one per allowed stream; unary calls, reflection and health have their own.
@@ -243,7 +240,7 @@ class Service:
         )
 
     def _snapshot_loaded(self, tenant_id: str) -> None:
-        self.synced_at[tenant_id] = time.time()
+        # A load allocated, installed or not: the heap settles (replica ages come from the core).
         if self.heap is not None:
             self.heap.loaded()
 
@@ -346,7 +343,7 @@ class Service:
         if interval <= 0:
             return
         while not self.stopping.wait(interval * random.uniform(1 - _REFRESH_JITTER, 1 + _REFRESH_JITTER)):
-            self.feed.ingestor.worker.request_resync()
+            self.feed.request_resync()
 
     def stop(self, grace_s: float | None = None, drain_s: float | None = None) -> None:
         """Health NOT_SERVING, end streams, keep taking calls for the drain period (balancers and

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.results import ApplyOutcome
 from hybridcache.server.events.decode import (
     NO_OLD_VALUE,
     Action,
@@ -45,7 +46,7 @@ from hybridcache.server.events.decode import (
     Rejection,
     decode,
 )
-from hybridcache.server.events.ports import ChangeCache, ChangeNotice, NoticeSink, Outcome
+from hybridcache.server.events.ports import ChangeCache, ChangeNotice, NoticeSink
 from hybridcache.server.events.ratelog import RateLimitedLog
 from hybridcache.server.events.repair import RefetchRequest, RepairWorker, now_ms
 from hybridcache.server.events.stats import EventStats
@@ -197,7 +198,7 @@ class EventIngestor:
             log.exception("cache.apply failed; refetching the key instead")
             self._refetch(event, "apply-error")
             return
-        if outcome == Outcome.APPLIED:
+        if outcome == ApplyOutcome.APPLIED:
             self.stats.add("applied", tenant=event.tenant_id)
             if change is not None:
                 self._publish(
@@ -210,14 +211,14 @@ class EventIngestor:
                     )
                 )
             self._observe_lag(event)
-        elif outcome == Outcome.OLD_VERSION:
+        elif outcome == ApplyOutcome.OLD_VERSION:
             self.reject("old-version", event.tenant_id)
-        elif outcome == Outcome.OLD_VALUE_MISMATCH:
+        elif outcome == ApplyOutcome.OLD_VALUE_MISMATCH:
             self.stats.add("mismatches")
             self._refetch(event, "old-value-mismatch")
-        elif outcome == Outcome.IMPLAUSIBLE_VERSION:
+        elif outcome == ApplyOutcome.IMPLAUSIBLE_VERSION:
             self._refetch(event, "implausible-version")
-        elif outcome == Outcome.NOT_LOADED:
+        elif outcome == ApplyOutcome.NOT_LOADED:
             self.stats.add("not_loaded")  # not a tenant this instance holds
         else:  # INVALIDATED: the core dropped the key rather than store the value
             self.stats.add("invalidated", tenant=event.tenant_id)

@@ -77,7 +77,7 @@ class WrapperClient:
             threading.BoundedSemaphore(max_concurrent_snapshots) if max_concurrent_snapshots > 0 else None
         )
         self._on_fetch = on_fetch  # (what, seconds, ok) for metrics; no ids, low cardinality
-        self._on_snapshot = on_snapshot  # (tenant) after a snapshot loaded: replica age
+        self._on_snapshot = on_snapshot  # (tenant) after a snapshot was fetched: the heap settles
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
