@@ -186,7 +186,7 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
     target, log_path, wrapper, _ = logged_server
     with WrapperAdmin(wrapper.url, CANARY_WRAPPER_TOKEN) as admin:
         admin.patch_profile("acme", "user-4", **CANARY_PROFILE)
-    good = [("authorization", f"Bearer {CANARY_CALLER_TOKEN}")]
+    good = (("authorization", f"Bearer {CANARY_CALLER_TOKEN}"),)
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.HybridCacheStub(channel)
         reply = stub.GetUserProfile(
@@ -194,8 +194,8 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
         )
         assert reply.user_profile.email == CANARY_PROFILE["email"]
         for metadata in (
-            [("authorization", f"Bearer {CANARY_CALLER_TOKEN}x")],
-            [("authorization", "CANARY")],
+            (("authorization", f"Bearer {CANARY_CALLER_TOKEN}x"),),
+            (("authorization", "CANARY"),),
         ):
             with pytest.raises(grpc.RpcError):
                 stub.GetUserProfile(
@@ -237,7 +237,7 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
 
 def test_a_stream_the_client_ends_is_logged_cancelled(logged_server: LoggedServer) -> None:
     target, log_path = logged_server.target, logged_server.log_path
-    good = [("authorization", f"Bearer {CANARY_CALLER_TOKEN}")]
+    good = (("authorization", f"Bearer {CANARY_CALLER_TOKEN}"),)
     with grpc.insecure_channel(target) as channel:
         stream = pb_grpc.HybridCacheStub(channel).WatchChanges(
             pb.WatchChangesRequest(tenant_ids=["acme"]), metadata=good

@@ -25,7 +25,7 @@ ACME_TOKEN = "acme-only-token"
 GLOBEX_TOKEN = "globex-only-token"
 ADMIN_TOKEN = "all-tenants-token"
 LIMITED_TOKEN = "rate-limited-token"
-CALLERS = [
+CALLERS: list[dict[str, Any]] = [
     {"name": "crm-acme", "token_sha256": token_sha256(ACME_TOKEN), "tenants": ["acme"]},
     {"name": "crm-globex", "token_sha256": token_sha256(GLOBEX_TOKEN), "tenants": ["globex"]},
     {"name": "ops", "token_sha256": token_sha256(ADMIN_TOKEN), "tenants": ["*"]},
@@ -52,8 +52,8 @@ def secure_stub(secure_service: Service) -> Iterator[pb_grpc.HybridCacheStub]:
         yield pb_grpc.HybridCacheStub(channel)
 
 
-def auth(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
+def auth(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
 
 
 def every_rpc(stub: pb_grpc.HybridCacheStub, tenant: str) -> list[tuple[str, Callable[..., Any]]]:
