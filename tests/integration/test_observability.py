@@ -127,6 +127,61 @@ def test_metrics_endpoint_serves_the_names_and_they_move(
     assert value(after, "hybridcache_freshness_live") == 1.0
 
 
+def _freshness_answered(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        reply = pb_grpc.HybridCacheStub(channel).GetCreditCost(
+            pb.GetCreditCostRequest(tenant_id="acme", operation_code="crm.leads.read"), timeout=5
+        )
+    return int(reply.provenance.freshness)
+
+
+def test_freshness_degraded_follows_the_answers_and_failed_resyncs_are_counted(
+    start_service: Callable[..., Service], own_redis: RedisProcess, tmp_path: Path
+) -> None:
+    """Redis killed: hybridcache_freshness_degraded 1, as the answers say; Redis back while
+    the Wrapper is down: the resync fails (counted) and it stays 1; Wrapper back: 0, LIVE."""
+    wrapper_port = free_port()
+    db = str(tmp_path / "wrapper.db")
+    wrapper = launch(own_redis.url, token=WRAPPER_TOKEN, db_path=db, port=wrapper_port)
+    try:
+        port = free_port()
+        service = start_service(service_settings(wrapper.url, own_redis.url, metrics_port=port))
+        target = f"127.0.0.1:{service.port}"
+
+        def gauges() -> tuple[float, float]:
+            samples = scrape(port)
+            live = value(samples, "hybridcache_freshness_live")
+            return value(samples, "hybridcache_freshness_degraded"), live
+
+        wait_for(
+            lambda: gauges() == (0.0, 1.0), timeout=30, interval=0.05, what="degraded 0, live 1 at start"
+        )
+        assert _freshness_answered(target) == pb.FRESHNESS_LIVE
+        assert value(scrape(port), "hybridcache_resync_failures_total") == 0
+
+        own_redis.kill()
+        wait_for(lambda: gauges() == (1.0, 0.0), timeout=30, interval=0.05, what="degraded 1, Redis killed")
+        assert _freshness_answered(target) == pb.FRESHNESS_DEGRADED, "the gauge says degraded, the answer not"
+
+        wrapper.stop()
+        own_redis.start()  # reconnects, then its resync fails: the Wrapper is down
+        wait_for(
+            lambda: value(scrape(port), "hybridcache_resync_failures_total") >= 1,
+            timeout=60,
+            interval=0.1,
+            what="the failed resync counted in hybridcache_resync_failures_total",
+        )
+        assert value(scrape(port), "hybridcache_redis_reconnects_total") >= 1
+        assert gauges() == (1.0, 0.0), "not resynced yet: answers may miss the changes made meanwhile"
+        assert _freshness_answered(target) == pb.FRESHNESS_DEGRADED
+
+        wrapper = launch(own_redis.url, token=WRAPPER_TOKEN, db_path=db, port=wrapper_port)
+        wait_for(lambda: gauges() == (0.0, 1.0), timeout=60, interval=0.1, what="degraded 0 once resynced")
+        assert _freshness_answered(target) == pb.FRESHNESS_LIVE
+    finally:
+        wrapper.stop()
+
+
 # --- logs: canaries in tokens, secrets and profiles must never appear
 
 CANARY_CALLER_TOKEN = "CANARY-caller-token-7f3a"

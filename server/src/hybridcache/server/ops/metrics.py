@@ -2,8 +2,10 @@
 
 Hot-path counters the core already keeps (hits, misses, stale per kind; subscriber counts)
 are NOT counted twice: a collector reads them at scrape time, so a cache hit pays nothing
-for metrics. Labels are low-cardinality only: method, code, kind, result, reason, tenant
-(tenants are few and configured; user ids, keys and callers' tokens never become labels).
+for metrics; state such as freshness is read so too (ops/telemetry.py). What is declared
+here is updated where it happens (tests/unit/test_metrics_coverage.py holds both to that).
+Labels are low-cardinality only: method, code, kind, result, reason, tenant (tenants are
+few and configured; user ids, keys and callers' tokens never become labels).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -61,9 +63,6 @@ class Metrics:
             "hybridcache_request_message_timeouts",
             "Calls cancelled because their request message did not arrive in time.",
             registry=r,
-        )
-        self.freshness_degraded = Gauge(
-            "hybridcache_freshness_degraded", "1 while change notifications are not flowing.", registry=r
         )
         # Request bodies that are not the method's message (api/registration.py): INVALID_ARGUMENT.
         self.malformed_requests = Counter(

@@ -42,6 +42,14 @@ def _collect(service: Service) -> Iterator[Any]:
         "hybridcache_cache_ttl_seconds", "Current (adaptive) TTL of on-demand kinds.", ["kind"],
         [([str(k)], s.ttl_s) for k, s in kinds if s.ttl_s],
     )  # fmt: skip
+    yield counter(
+        "hybridcache_cache_invalidations",
+        "Invalidations by change notifications (invalidate-only events: on-demand kinds), by kind.",
+        ["kind"],
+        [([str(k)], s.invalidations) for k, s in kinds],
+    )
+    yield gauge("hybridcache_tenants_loaded", "Tenants whose replica this instance holds.", [],
+                [([], stats.loaded_tenants)])  # fmt: skip
     events = service.feed.stats.snapshot()
     yield counter(
         "hybridcache_events",
@@ -106,11 +114,35 @@ def _collect(service: Service) -> Iterator[Any]:
     )
     yield counter("hybridcache_resyncs", "Full replica resyncs after gaps or periodically.", [],
                   [([], events.resyncs)])  # fmt: skip
+    yield counter(
+        "hybridcache_resync_failures",
+        "Tenant resyncs that failed (the Wrapper's snapshot could not be loaded): retried with "
+        "backoff, and answers say DEGRADED until one succeeds.", [],
+        [([], events.resync_failures)],
+    )  # fmt: skip
     yield counter("hybridcache_subscription_gaps", "Times change notifications may have been missed.", [],
                   [([], events.gaps)])  # fmt: skip
+    yield counter("hybridcache_redis_reconnects", "Times the Redis connection was lost and re-established.",
+                  [], [([], events.reconnects)])  # fmt: skip
+    yield counter(
+        "hybridcache_event_handling_errors",
+        "Change notifications a part of the service failed on (a bug; the key is refetched), by stage "
+        "(apply: the cache raised; publish: the hub or the change hook raised after the change was applied).",
+        ["stage"],
+        [(["apply"], events.apply_errors), (["publish"], events.sink_errors)],
+    )
+    # Both from the reader's state, the one the answers' provenance reads (app.Service.freshness),
+    # when Prometheus asks: nothing on the change path sets a gauge.
+    freshness = service.freshness()
     yield gauge(
         "hybridcache_freshness_live", "1 while change notifications are flowing and resynced, else 0.", [],
-        [([], 1.0 if service.freshness() == "live" else 0.0)],
+        [([], 1.0 if freshness == "live" else 0.0)],
+    )  # fmt: skip
+    yield gauge(
+        "hybridcache_freshness_degraded",
+        "1 while answers say FRESHNESS_DEGRADED (change notifications not flowing, or the resync "
+        "after a gap not finished), else 0.", [],
+        [([], 1.0 if freshness == "degraded" else 0.0)],
     )  # fmt: skip
     yield gauge(
         "hybridcache_replica_age_seconds",
@@ -129,14 +161,23 @@ def _collect(service: Service) -> Iterator[Any]:
     yield counter(
         "hybridcache_antientropy_checks",
         "Anti-entropy: tenant-kinds compared with the Wrapper's digests, found different, buckets "
-        "re-read, passes cut short by a Wrapper failure.",
+        "re-read, passes cut short by a Wrapper failure, passes that found no digest endpoint "
+        "(anti-entropy does nothing against that Wrapper).",
         ["outcome"],
         [(["compared"], verified.compared), (["mismatched"], verified.mismatched),
-         (["buckets_reread"], verified.buckets_repaired), (["failed_passes"], verified.failures)],
+         (["buckets_reread"], verified.buckets_repaired), (["failed_passes"], verified.failures),
+         (["unsupported_passes"], verified.unsupported)],
     )  # fmt: skip
     hub = service.hub.stats()
     yield gauge("hybridcache_stream_subscribers", "Open WatchChanges subscriptions.", [],
                 [([], hub.subscribers)])  # fmt: skip
+    yield gauge("hybridcache_stream_buffered_events", "Changes waiting in WatchChanges subscribers' buffers.",
+                [], [([], hub.buffered)])  # fmt: skip
+    yield counter(
+        "hybridcache_stream_discarded_events",
+        "Changes not delivered to a WatchChanges subscriber because it had fallen behind (it was "
+        "told to resync instead).", [], [([], hub.discarded_total)],
+    )  # fmt: skip
     yield counter(
         "hybridcache_stream_resync_required",
         "Times a WatchChanges subscriber fell behind and was told to resync.", [], [([], hub.lagged_total)],
