@@ -84,7 +84,7 @@ def change_round(admin: Admin, round_: int) -> list[tuple[str, str]]:
     made = []
     for i, code in enumerate(CODES):
         cost = f"{round_}.{i}1"
-        admin.call("PUT", f"/admin/tenants/acme/credit-costs/{code}", json={"cost": cost})
+        admin.put_cost("acme", code, cost)
         made.append((code, cost))
     return made
 

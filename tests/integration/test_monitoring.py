@@ -170,7 +170,7 @@ def label_problems(expr: str, families: dict[str, dict[str, Any]]) -> list[str]:
 
     def visit(node: Any) -> None:
         if isinstance(node, promql_parser.VectorSelector):
-            family = family_of(node.name, families)
+            family = family_of(node.name or "", families)
             if family is None:
                 problems.append(f"{node.name} is not in deploy/prometheus/metrics.yml")
                 return
@@ -292,11 +292,9 @@ def scraped(
         found = families()
         return found if found.get("hybridcache_events_rejected_total") else None
 
-    return wait_for(
-        with_the_rejection,
-        timeout=10,
-        what="the rejected event on /metrics",
-    )
+    scraped = wait_for(with_the_rejection, timeout=10, what="the rejected event on /metrics")
+    assert scraped is not None  # wait_for returns a truthy value or fails
+    return scraped
 
 
 def test_listed_metrics_are_what_a_running_server_exports(scraped: dict[str, set[str]]) -> None:

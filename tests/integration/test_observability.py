@@ -22,6 +22,7 @@ from hybridcache.server.app import Service
 from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
@@ -95,13 +96,8 @@ def test_metrics_endpoint_serves_the_names_and_they_move(
         stub.GetUserProfile(pb.GetUserProfileRequest(tenant_id="acme", user_id="user-3"), timeout=5)
         with pytest.raises(grpc.RpcError):
             stub.GetCreditCost(pb.GetCreditCostRequest(tenant_id="", operation_code="x"), timeout=5)
-        headers = {"Authorization": f"Bearer {WRAPPER_TOKEN}"}
-        httpx.put(
-            f"{dev_wrapper.url}/admin/tenants/acme/credit-costs/crm.leads.read",
-            json={"cost": "1.75"},
-            headers=headers,
-            timeout=5,
-        ).raise_for_status()
+        with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+            admin.put_cost("acme", "crm.leads.read", "1.75")
         with redis_server.client() as client:
             client.publish("crm:acme:credit-config-changed", b"{not json")
 
@@ -261,14 +257,9 @@ def logged_server(own_redis: RedisProcess) -> Iterator[LoggedServer]:
 
 def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedServer) -> None:
     target, log_path, wrapper, _ = logged_server
-    headers = {"Authorization": f"Bearer {CANARY_WRAPPER_TOKEN}"}
-    httpx.patch(
-        f"{wrapper.url}/admin/tenants/acme/users/user-4/profile",
-        json=CANARY_PROFILE,
-        headers=headers,
-        timeout=5,
-    ).raise_for_status()
-    good = [("authorization", f"Bearer {CANARY_CALLER_TOKEN}")]
+    with WrapperAdmin(wrapper.url, CANARY_WRAPPER_TOKEN) as admin:
+        admin.patch_profile("acme", "user-4", **CANARY_PROFILE)
+    good = (("authorization", f"Bearer {CANARY_CALLER_TOKEN}"),)
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.HybridCacheStub(channel)
         reply = stub.GetUserProfile(
@@ -276,8 +267,8 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
         )
         assert reply.user_profile.email == CANARY_PROFILE["email"]
         for metadata in (
-            [("authorization", f"Bearer {CANARY_CALLER_TOKEN}x")],
-            [("authorization", "CANARY")],
+            (("authorization", f"Bearer {CANARY_CALLER_TOKEN}x"),),
+            (("authorization", "CANARY"),),
         ):
             with pytest.raises(grpc.RpcError):
                 stub.GetUserProfile(
@@ -285,12 +276,8 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
                 )
         with pytest.raises(grpc.RpcError):
             stub.GetUserProfile(pb.GetUserProfileRequest(tenant_id="acme", user_id="CANARY x"), metadata=good)
-        httpx.patch(
-            f"{wrapper.url}/admin/tenants/acme/users/user-4/profile",
-            json={"title": "CANARY-title-2"},
-            headers=headers,
-            timeout=5,
-        ).raise_for_status()
+        with WrapperAdmin(wrapper.url, CANARY_WRAPPER_TOKEN) as admin:
+            admin.patch_profile("acme", "user-4", title="CANARY-title-2")
         wait_for(
             lambda: (
                 stub.GetUserProfile(
@@ -323,7 +310,7 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
 
 def test_a_stream_the_client_ends_is_logged_cancelled(logged_server: LoggedServer) -> None:
     target, log_path = logged_server.target, logged_server.log_path
-    good = [("authorization", f"Bearer {CANARY_CALLER_TOKEN}")]
+    good = (("authorization", f"Bearer {CANARY_CALLER_TOKEN}"),)
     with grpc.insecure_channel(target) as channel:
         stream = pb_grpc.HybridCacheStub(channel).WatchChanges(
             pb.WatchChangesRequest(tenant_ids=["acme"]), metadata=good

@@ -142,7 +142,7 @@ def rolling_restart(mode: str, consumers: int) -> tuple[list[int], int, Reader, 
         env["HYBRIDCACHE_RESUME_TOKEN_KEY"] = base64.b64encode(secrets.token_bytes(16)).decode()
     with (
         _stack() as (redis_, admin, wrapper_url, workdir),
-        replicas(3, workdir, wrapper_url, redis_.url, **env) as fleet,
+        replicas(3, workdir, wrapper_url, redis_.url, timeout=60.0, **env) as fleet,
     ):
         codes = codes_of(admin)
         targets = [server.target for server in fleet]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -16,19 +15,9 @@ from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import CreditCost
 from hybridcache.server.events.ingest import EventIngestor
 from hybridcache.server.events.repair import RefetchRequest
+from tests.helpers import FixedRandom
 
 from .fakes import FakeCache, NoticeLog, wait_until
-
-
-class FixedRandom(random.Random):
-    """uniform(a, b) -> a + fraction * (b - a): a known jitter."""
-
-    def __init__(self, fraction: float) -> None:
-        super().__init__(0)
-        self.fraction = fraction
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + self.fraction * (b - a)
 
 
 @pytest.fixture

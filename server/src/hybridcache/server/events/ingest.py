@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.results import ApplyOutcome
 from hybridcache.server.events.decode import (
     NO_OLD_VALUE,
     Action,
@@ -51,7 +52,7 @@ from hybridcache.server.events.decode import (
     Rejection,
     decode,
 )
-from hybridcache.server.events.ports import ChangeCache, ChangeNotice, NoticeSink, Outcome
+from hybridcache.server.events.ports import ChangeCache, ChangeNotice, NoticeSink
 from hybridcache.server.events.ratelog import RateLimitedLog
 from hybridcache.server.events.repair import RefetchRequest, RepairWorker, now_ms
 from hybridcache.server.events.stats import EventStats
@@ -208,7 +209,7 @@ class EventIngestor:
             log.exception("cache.apply failed; refetching the key instead")
             self._refetch(event, "apply-error", version=0)  # only the Wrapper settles this one
             return
-        if outcome == Outcome.APPLIED:
+        if outcome == ApplyOutcome.APPLIED:
             self.stats.add("applied", tenant=event.tenant_id)
             if slot in self.worker.pending:
                 self.worker.event_applied(slot, event.version or 0)
@@ -223,14 +224,14 @@ class EventIngestor:
                     )
                 )
             self._observe_lag(event)
-        elif outcome == Outcome.OLD_VERSION:
+        elif outcome == ApplyOutcome.OLD_VERSION:
             self.reject("old-version", event.tenant_id)
-        elif outcome == Outcome.OLD_VALUE_MISMATCH:
+        elif outcome == ApplyOutcome.OLD_VALUE_MISMATCH:
             self.stats.add("mismatches")
             self._refetch(event, "old-value-mismatch")
-        elif outcome == Outcome.IMPLAUSIBLE_VERSION:
+        elif outcome == ApplyOutcome.IMPLAUSIBLE_VERSION:
             self._refetch(event, "implausible-version")
-        elif outcome == Outcome.NOT_LOADED:
+        elif outcome == ApplyOutcome.NOT_LOADED:
             self.stats.add("not_loaded")  # not a tenant this instance holds
         else:  # INVALIDATED: the core dropped the key rather than store the value
             self.stats.add("invalidated", tenant=event.tenant_id)

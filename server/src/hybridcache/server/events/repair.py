@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from hybridcache.client.backoff import BackoffPolicy
 from hybridcache.server.core.errors import NotFound
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.events.ports import ChangeCache, ChangeNotice
@@ -314,8 +315,7 @@ class RepairWorker:
                 if done:  # an event came during the attempt: its refetch must start after it
                     pending.due = time.monotonic()
                 else:
-                    first, cap = self._refetch_backoff_s
-                    pause = min(cap, first * 2 ** (pending.attempts - 1)) * self._rng.uniform(0.5, 1.0)
+                    pause = BackoffPolicy(*self._refetch_backoff_s).delay(pending.attempts - 1, self._rng)
                     pending.due = time.monotonic() + pause
                 self._schedule_locked(slot, pending)
             self._cond.notify_all()  # wake wait_idle
@@ -419,9 +419,7 @@ class RepairWorker:
             self._resync_running = False
             if failed:
                 self._consecutive_failures += 1
-                first, cap = self._retry_backoff_s
-                pause = min(cap, first * 2 ** (self._consecutive_failures - 1))
-                pause *= self._rng.uniform(0.5, 1.0)
+                pause = BackoffPolicy(*self._retry_backoff_s).delay(self._consecutive_failures - 1, self._rng)
                 if self._resync_due is None:
                     self._resync_due = time.monotonic() + pause
                     self._retry_tenants |= failed

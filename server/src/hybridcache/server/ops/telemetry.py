@@ -6,7 +6,6 @@ counts into Prometheus objects on every hit would put metrics on the hot path.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -90,13 +89,13 @@ def _collect(service: Service) -> Iterator[Any]:
         ["reason"],
         [([reason], events.refetch_reasons.get(reason, 0)) for reason in REFETCH_REASONS],
     )
-    worker = service.feed.ingestor.worker
+    feed = service.feed
     yield gauge("hybridcache_repairs_pending", "Keys awaiting a successful refetch (answers: REPAIRING).", [],
-                [([], worker.pending_refetches())])  # fmt: skip
+                [([], feed.pending_repair_count())])  # fmt: skip
     yield gauge(
         "hybridcache_repairs_oldest_pending_seconds",
         "Seconds since the oldest key still awaiting a refetch was first requested (0: none).", [],
-        [([], worker.oldest_pending_age_s())],
+        [([], feed.oldest_pending_repair_s())],
     )  # fmt: skip
     breakers = service.wrapper.health.breakers()
     yield gauge(
@@ -150,12 +149,11 @@ def _collect(service: Service) -> Iterator[Any]:
         "after a gap not finished), else 0.", [],
         [([], 1.0 if freshness == "degraded" else 0.0)],
     )  # fmt: skip
-    now = time.time()
     yield gauge(
         "hybridcache_replica_age_seconds",
-        "Seconds since the tenant's replica was last loaded from a Wrapper snapshot.",
+        "Seconds since the tenant's replica was last loaded from a Wrapper snapshot (its oldest kind).",
         ["tenant"],
-        [([tenant], now - at) for tenant, at in sorted(service.synced_at.items())],
+        [([tenant], age) for tenant, age in sorted(service.cache.replica_ages().items())],
     )
     verified = service.verifier.stats
     yield counter(
