@@ -288,7 +288,14 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
             timeout=5,
             what="the profile change applied",
         )
-    logs = log_path.read_text()
+
+    def every_rpc_line() -> str | None:
+        # Five calls at least (the retries of the last wait add more); the lines leave the server
+        # together, up to HYBRIDCACHE_LOG_FLUSH_INTERVAL_S after their calls.
+        text = log_path.read_text()
+        return text if text.count('{"event": "rpc"') >= 5 else None
+
+    logs = wait_for(every_rpc_line, timeout=10, what="a log line per RPC") or ""
     assert re.search(r'"method": "GetUserProfile"', logs), f"expected one line per RPC, got:\n{logs[-2000:]}"
     rpc_lines = [json.loads(line) for line in logs.splitlines() if line.startswith('{"event": "rpc"')]
     assert [(line["caller"], line["code"]) for line in rpc_lines[:4]] == [
