@@ -211,7 +211,8 @@ class ChangeHub:
 
     def token(self, sequence: int) -> str:
         """A resume token for "after `sequence`" of this instance (sealed: a new one per call);
-        in fleet mode a fleet token when the position of `sequence` is known."""
+        in fleet mode a fleet token when the position of `sequence` is known and past the
+        stream's start (an entry another replica can check)."""
         if self._fleet is None:
             return self._sealer.seal(sequence)
         with self._lock:
