@@ -31,6 +31,7 @@ import pytest
 from hybridcache.client import ClientConfig, HybridCacheClient, NearCache
 from hybridcache.client.errors import HybridCacheError
 from hybridcache.server.ops.readiness import wait_serving
+from hybridcache_dev.harness.serve_process import ServeProcess
 from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import launch
@@ -139,54 +140,63 @@ def rolling_restart(mode: str, consumers: int) -> tuple[list[int], int, Reader, 
     }
     if mode == "stream":
         env["HYBRIDCACHE_RESUME_TOKEN_KEY"] = base64.b64encode(secrets.token_bytes(16)).decode()
-    with (
-        _stack() as (redis_, admin, wrapper_url, workdir),
-        replicas(3, workdir, wrapper_url, redis_.url, **env) as fleet,
-    ):
-        codes = codes_of(admin)
-        targets = [server.target for server in fleet]
-        clients = [HybridCacheClient(targets, ClientConfig(default_timeout=5.0)) for _ in range(consumers)]
-        nears = [NearCache(client, TENANT) for client in clients]
-        writer = Writer(admin, codes)
-        reader = Reader(nears, codes, writer.held)
+    with _stack() as (redis_, admin, wrapper_url, workdir):
+        # The stream exists before the replicas start, as in production: a token from before
+        # its first entry is bound to its replica (nothing another one could check).
+        first = codes_of(admin)[0]
+        admin.call("PUT", f"/admin/tenants/{TENANT}/credit-costs/{first}", json={"cost": "0.5"})
+        with replicas(3, workdir, wrapper_url, redis_.url, **env) as fleet:
+            return _roll(fleet, admin, consumers)
+
+
+def _roll(
+    fleet: list[ServeProcess], admin: WrapperAdmin, consumers: int
+) -> tuple[list[int], int, Reader, Writer, list[str]]:
+    """The consumers, the writer and the restarts, on a started fleet."""
+    codes = codes_of(admin)
+    targets = [server.target for server in fleet]
+    clients = [HybridCacheClient(targets, ClientConfig(default_timeout=5.0)) for _ in range(consumers)]
+    nears = [NearCache(client, TENANT) for client in clients]
+    writer = Writer(admin, codes)
+    reader = Reader(nears, codes, writer.held)
+    try:
+        for near in nears:
+            assert near.wait_ready(60), "a consumer did not load its snapshot"
+        writer.start()
+        reader.start()
+        for server in fleet:
+            server.stop(timeout=15)  # SIGTERM: a rolling deploy's orderly stop
+            server.start(wait=False)
+            wait_serving(server.target, timeout=60, alive=server.running)
+            time.sleep(1.0)  # the restarted replica takes load before the next goes
+        writer.stop()
+        expected = truth(admin, codes)
+
+        def converged() -> bool:
+            return all(_copy(near, codes) == expected for near in nears)
+
         try:
-            for near in nears:
-                assert near.wait_ready(60), "a consumer did not load its snapshot"
-            writer.start()
-            reader.start()
-            for server in fleet:
-                server.stop(timeout=15)  # SIGTERM: a rolling deploy's orderly stop
-                server.start(wait=False)
-                wait_serving(server.target, timeout=60, alive=server.running)
-                time.sleep(1.0)  # the restarted replica takes load before the next goes
-            writer.stop()
-            expected = truth(admin, codes)
-
-            def converged() -> bool:
-                return all(_copy(near, codes) == expected for near in nears)
-
-            try:
-                wait_until(converged, CONVERGE_S, "every consumer to equal the Wrapper's truth")
-            except AssertionError:
-                late = [i for i, near in enumerate(nears) if _copy(near, codes) != expected]
-                detail = "\n".join(
-                    f"  consumer {i}: {nears[i].provenance()}: {_diff(nears[i], codes, expected)}"
-                    for i in late[:5]
-                )
-                raise AssertionError(
-                    f"consumers {late} differ from the Wrapper\n{detail}\n"
-                    + "\n".join(log_tail(s) for s in fleet)
-                ) from None
-            reader.stop()
-            reloads = [near.provenance().snapshot_loads - 1 for near in nears]
-            reasons = [near.stats().last_resync_reason for near in nears if near.stats().resyncs]
-        finally:
-            writer.stop()
-            reader.stop()
-            for near in nears:
-                near.close()
-            for client in clients:
-                client.close()
+            wait_until(converged, CONVERGE_S, "every consumer to equal the Wrapper's truth")
+        except AssertionError:
+            late = [i for i, near in enumerate(nears) if _copy(near, codes) != expected]
+            detail = "\n".join(
+                f"  consumer {i}: {nears[i].provenance()}: {_diff(nears[i], codes, expected)}"
+                for i in late[:5]
+            )
+            raise AssertionError(
+                f"consumers {late} differ from the Wrapper\n{detail}\n"
+                + "\n".join(log_tail(s) for s in fleet)
+            ) from None
+        reader.stop()
+        reloads = [near.provenance().snapshot_loads - 1 for near in nears]
+        reasons = [near.stats().last_resync_reason for near in nears if near.stats().resyncs]
+    finally:
+        writer.stop()
+        reader.stop()
+        for near in nears:
+            near.close()
+        for client in clients:
+            client.close()
     return reloads, len(targets), reader, writer, reasons
 
 
