@@ -34,7 +34,7 @@ the touched tenants' maps (a pointer per item) held while the values are read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,10 +43,13 @@ from hybridcache.server.core import HybridCache
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.replica_state import Entry
 from hybridcache.server.core.values import Value
-from hybridcache.server.hub import ChangeHub, HubEvent, Subscription, WatchFilter
+from hybridcache.server.hub import REASON_OUTSIDE_WINDOW, ChangeHub, HubEvent, Subscription, WatchFilter
 from hybridcache.server.hub.tokens import StreamPosition
 
 _ATTEMPTS = 3  # the floor moved past what was read (a burst evicted ring items): read on
+# ResyncRequired reasons of a catch-up (the stream's own: events/stream_replay.py).
+REASON_TENANT_UNAVAILABLE = "the resume position's tenant could not be loaded"
+REASON_OUTPACED = "the event stream moved faster than the resume could read it"
 
 
 class StreamEvent(Protocol):
@@ -93,21 +96,19 @@ class FleetResume:
         cache: HybridCache,
         order: AbstractContextManager[object],
         source: StreamSource,
-        *,
-        ensure_tenant: Callable[[str], None] | None = None,
     ) -> None:
         self._hub = hub
         self._cache = cache
         self._order = order
         self._source = source
-        self._ensure = ensure_tenant or cache.ensure_tenant
 
     def subscribe(self, flt: WatchFilter, token: str | None) -> Subscription:
         """ValueError for a malformed token or one from this instance's future (as the hub)."""
         point = self._hub.resume_point(token) if token else None
         if token is None or point is None or not point.other_instance or point.position is None:
             return self._hub.subscribe(flt, token)
-        reason = self._source.check(point.position)
+        # Before the stream's first entry: nothing to check it by (hub tokens never carry it).
+        reason = REASON_OUTSIDE_WINDOW if point.position == (0, 0) else self._source.check(point.position)
         if reason is not None:
             return self._hub.subscribe_refused(flt, reason)
         floor = self._hub.stream_floor()
@@ -132,9 +133,9 @@ class FleetResume:
                 read_from = until
             try:
                 for tenant in {key[0] for key in touched if self._cache.is_replicated(key[1])}:
-                    self._ensure(tenant)  # may call the Wrapper: outside the lock
+                    self._cache.ensure_tenant(tenant)  # may call the Wrapper: outside the lock
             except Exception:  # the tenant cannot be loaded here: the consumer reloads
-                return self._hub.subscribe_refused(flt, "the resume position's tenant could not be loaded")
+                return self._hub.subscribe_refused(flt, REASON_TENANT_UNAVAILABLE)
             with self._order:
                 plan = self._hub.catch_up_plan(flt, after)
                 if plan.floor is not None and plan.floor > read_from:
@@ -148,7 +149,7 @@ class FleetResume:
                         _touch(touched, flt, touch)
                 notices = self._notices(touched.values())
                 return self._hub.subscribe_caught_up(flt, plan.sequence, notices, token)
-        return self._hub.subscribe_refused(flt, "the event stream moved faster than the resume could read it")
+        return self._hub.subscribe_refused(flt, REASON_OUTPACED)
 
     def _notices(self, touches: Iterable[_Touch]) -> list[HubEvent]:
         """The catch-up's changes: each touched key's value now. Caller holds the order lock."""

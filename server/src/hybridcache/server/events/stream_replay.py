@@ -9,9 +9,9 @@ cannot:
   relation to the old ones (they are clock-based: later, or earlier if the clock is behind),
   so a position from before has no entry in it: RESYNC_REQUIRED "the event stream was reset".
   A position whose entry was trimmed (MAXLEN) is past the stream's retention: everything up
-  to the oldest entry left is gone, so what followed the token may be gone too. A token at
-  the stream's very beginning ((0, 0): issued before the stream had an entry) cannot be
-  checked and is refused as outside the window. Publishers that choose their own ids and
+  to the oldest entry left is gone, so what followed the token may be gone too. (A position
+  before the stream's first entry, 0-0, has no entry to check: the caller refuses it.)
+  Publishers that choose their own ids and
   reuse them after a reset would defeat the check (ours use `*`).
 * **Which keys changed after it?** (`read`) The entries after the position up to a bound,
   decoded by the service's own decoder (so a message the live path rejected is rejected
@@ -47,9 +47,7 @@ REASON_STREAM_RESET = "the event stream was reset after the resume token"
 REASON_PAST_RETENTION = "resume token older than the event stream's retention"
 REASON_TOO_FAR_BEHIND = "resume token too far behind the event stream"
 REASON_UNREADABLE = "the event stream could not be read to resume"
-REASON_BEFORE_STREAM = "resume token outside the retained window"  # = hub's REASON_OUTSIDE_WINDOW
 _PAGE = 500
-_ZERO: StreamId = (0, 0)
 
 
 class StreamReplay:
@@ -92,8 +90,6 @@ class StreamReplay:
     def check(self, position: StreamId) -> str | None:
         """None if the entry at `position` is in the stream (nothing after it was trimmed);
         otherwise the reason a resume from it must resync."""
-        if position == _ZERO:
-            return REASON_BEFORE_STREAM
         try:
             client = self._client()
             if client.xrange(self.stream, min=format_id(position), max=format_id(position), count=1):
