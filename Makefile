@@ -24,7 +24,7 @@ lint: install ## ruff check, ruff format --check, mypy
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-typecheck: install ## mypy: --strict on the shipped code, lenient on tests/unit and scripts
+typecheck: install ## mypy: --strict on the shipped code, lenient on tests/ and scripts
 	.venv/bin/mypy
 
 buf: install ## buf lint of protos/

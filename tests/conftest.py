@@ -15,6 +15,7 @@ from hybridcache.server.app import Service, create_service
 from hybridcache.server.config import Settings
 from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import launch
 
@@ -50,6 +51,13 @@ def dev_wrapper(redis_server: RedisProcess) -> Iterator[Any]:
             yield process
         finally:
             process.stop()
+
+
+@pytest.fixture
+def wrapper_admin(dev_wrapper: Any) -> Iterator[WrapperAdmin]:
+    """The admin client of the module's development Wrapper."""
+    with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+        yield admin
 
 
 def service_settings(wrapper_url: str, redis_url: str, **overrides: Any) -> Settings:

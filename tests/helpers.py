@@ -1,7 +1,8 @@
-"""Small helpers shared by the tests: waiting on conditions (never on fixed sleeps)."""
+"""Small helpers shared by the tests: waiting on conditions (never on fixed sleeps), a known jitter."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -24,3 +25,14 @@ def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval:
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+class FixedRandom(random.Random):
+    """uniform(a, b) -> a + fraction * (b - a): a known jitter (0.0 and 1.0 are its edges)."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + self.fraction * (b - a)

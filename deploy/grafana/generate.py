@@ -211,9 +211,10 @@ ROWS = [
             ),
             Panel(
                 "Resyncs and subscription gaps",
-                "Full replica resyncs and subscription gaps (times notifications may have been missed) "
-                "per interval. One resync per refresh interval is normal; many mean a flapping "
-                "subscription (alert HybridcacheResyncStorm).",
+                "Full replica resyncs, subscription gaps (times notifications may have been missed), "
+                "Redis reconnects and failed tenant resyncs per interval. One resync per refresh "
+                "interval is normal; many mean a flapping subscription (alert HybridcacheResyncStorm); "
+                "failed resyncs keep answers DEGRADED until one succeeds (the Wrapper's snapshots).",
                 [
                     (
                         increase_by("instance", "hybridcache_resyncs_total"),
@@ -222,6 +223,14 @@ ROWS = [
                     (
                         increase_by("instance", "hybridcache_subscription_gaps_total"),
                         "{{instance}} gaps",
+                    ),
+                    (
+                        increase_by("instance", "hybridcache_redis_reconnects_total"),
+                        "{{instance}} reconnects",
+                    ),
+                    (
+                        increase_by("instance", "hybridcache_resync_failures_total"),
+                        "{{instance}} failed resyncs",
                     ),
                 ],
                 width=24,

@@ -2,11 +2,19 @@
 write the scenario made), and how long each entity's answers differed from it.
 
 An answer is right when its value is one the Wrapper held at some moment of the answer's
-flight (a write in progress counts both ways). A *divergence* is a run of consecutive
-wrong answers for one entity; its heal time runs from the start of the last right answer
-before it (the latest moment the entity is known to have been right: an overestimate by
-at most one sampling interval) to the end of its last wrong answer. A divergence still
-open at the end of the record never healed.
+flight (a write in progress counts both ways). A *divergence* is a period in which one
+entity's answers were wrong with no moment between them at which the service may have
+agreed with the Wrapper. It begins at the last moment the entity may have been right: the
+start of the last right answer before it, or, within a run of wrong answers, the first
+moment between two of them at which the Wrapper held the value answered before or the value
+answered after (the service moved from one to the other in between, so it may have agreed
+with the Wrapper then: the earlier divergence healed and a new one began; e.g. a lost change
+repaired by a verifier pass, then a change whose refetch fails, with no read between). It
+heals at the end of its last wrong answer. Either end is off by at most one sampling
+interval (the beginning early, the end early). Wrong answers between which the service can
+never have agreed (the same wrong value while the Wrapper moved on, a forged value, an older
+value applied late) stay one divergence, however many times either side changed. A
+divergence still open at the end of the record never healed.
 """
 
 from __future__ import annotations
@@ -45,6 +53,22 @@ class TruthLog:
             values.add(current)
         return values
 
+    def first_held(self, entity: Entity, values: set[str], start: float, end: float) -> float | None:
+        """The first moment in [start, end] at which the Wrapper held one of `values`
+        (value i held from its write's send to the next write's answer), or None."""
+        first: float | None = None
+        held_from = -math.inf
+        current = self.initial[entity]
+        for value, sent, answered in self.writes.get(entity, []):
+            if current in values and held_from <= end and answered >= start:
+                at = max(start, held_from)
+                first = at if first is None else min(first, at)
+            current, held_from = value, sent
+        if current in values and held_from <= end:
+            at = max(start, held_from)
+            first = at if first is None else min(first, at)
+        return first
+
     def final(self, entity: Entity) -> str:
         writes = self.writes.get(entity)
         return writes[-1][0] if writes else self.initial[entity]
@@ -78,6 +102,8 @@ class Verdict:
 
 
 def judge(observations: Iterable[Observation], truth: TruthLog, *, since: float, bound_s: float) -> Verdict:
+    """The divergences of the record (see the module's docstring); a wrong LIVE answer is
+    beyond the bound when its end is more than `bound_s` after its divergence began."""
     by_entity: dict[Entity, list[Observation]] = defaultdict(list)
     for o in observations:
         if o.request.entity in truth.initial and o.start >= since:
@@ -88,6 +114,7 @@ def judge(observations: Iterable[Observation], truth: TruthLog, *, since: float,
         seq.sort(key=lambda o: o.start)
         last_right = since
         open_: Divergence | None = None
+        answered: Observation | None = None  # the open divergence's last wrong answer with a value
         for o in seq:
             answers += 1
             right = o.ok and o.value in truth.acceptable(entity, o.start, o.end)
@@ -96,18 +123,30 @@ def judge(observations: Iterable[Observation], truth: TruthLog, *, since: float,
                 if open_ is not None:
                     open_.healed = True
                     divergences.append(open_)
-                    open_ = None
+                    open_, answered = None, None
                 last_right = o.start
                 continue
+            if open_ is not None and answered is not None and o.ok:
+                # between the two answers (the service served one, then the other)
+                lo, hi = sorted((answered.end, o.start))
+                values = {v for v in (answered.value, o.value) if v is not None}
+                agreed = truth.first_held(entity, values, lo, hi)
+                if agreed is not None:  # the service may have agreed in between: a new divergence
+                    open_.healed = True
+                    divergences.append(open_)
+                    open_, answered = None, None
+                    last_right = agreed
             wrong += 1
             live = o.freshness == "live"
             wrong_live += live
-            beyond += live and (o.end - last_right) > bound_s
             if open_ is None:
                 open_ = Divergence(entity, last_right, o.end, 0, 0, healed=False)
-            open_.until = o.end
+            beyond += live and (o.end - open_.since) > bound_s
+            open_.until = max(open_.until, o.end)
             open_.wrong += 1
             open_.wrong_live += live
+            if o.ok:
+                answered = o
         if open_ is not None:
             divergences.append(open_)
     return Verdict(divergences, answers, wrong, wrong_live, beyond, failed)

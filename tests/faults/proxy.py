@@ -19,28 +19,26 @@ Switchable faults, applied to connections already open and to new ones:
 the upstream sends before it is forwarded, for faults that need the protocol (e.g.
 `resp_filter.DeliveryChaos`: eat or reorder some pub/sub deliveries).
 
-Threads: one acceptor, and two pump threads per connection. Pumps wake every
-`POLL_S` to notice a fault switch; nothing here sleeps to wait for readiness. Everything
-binds 127.0.0.1 only.
+Built on the one asyncio forwarder (`hybridcache_dev.harness.tcp_proxy`), each connection
+a `Link` reading the proxy's current faults per chunk, run on a loop thread (`LoopThread`)
+so the scenarios stay synchronous; `drop`/`reset`/`heal` close connections on that thread
+and return once done. A bandwidth cap holds each chunk for its size's worth of time before
+forwarding it (the rate is kept; within a chunk it is bursty). Everything binds 127.0.0.1
+only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import select
-import socket
-import struct
-import threading
-import time
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-POLL_S = 0.05
-CHUNK = 65536
+from hybridcache_dev.harness.tcp_proxy import Connection, Forwarder, Link, LoopThread, Side
+
 Direction = Literal["up", "down", "both"]
+DownFilter = Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class Faults:
 class ProxyStats:
     accepted: int = 0
     upstream_failures: int = 0  # upstream refused / unreachable: the client was closed
-    closed_by_client: int = 0  # the client end sent FIN/RST (how a peer's "I give up" shows)
+    closed_by_client: int = 0  # the client end sent FIN (how a peer's "I give up" shows)
     dropped: int = 0
     reset: int = 0
     blackholed_bytes: int = 0
@@ -63,140 +61,69 @@ class ProxyStats:
     forwarded_down: int = 0
 
 
-def _rst(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    with contextlib.suppress(OSError):
-        sock.close()
+class _FaultLink(Link):
+    """One connection through the fault proxy: the proxy's current faults, applied per chunk."""
 
-
-def _fin(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
-
-
-class _Connection:
-    _ids = itertools.count(1)
-
-    def __init__(self, proxy: FaultProxy, client: socket.socket, upstream: socket.socket | None) -> None:
-        self.id = next(self._ids)
+    def __init__(self, proxy: FaultProxy) -> None:
         self.proxy = proxy
-        self.client = client
-        self.upstream = upstream
-        self.closed = threading.Event()
-        self.blackholed = upstream is None  # born in a black hole: never forwards
+        self.blackholed = False
         self.down_filter = proxy.down_filter() if proxy.down_filter is not None else None
-        self._lock = threading.Lock()
 
-    def start(self) -> None:
-        for name, src, dst, direction in (
-            ("up", self.client, self.upstream, "up"),
-            ("down", self.upstream, self.client, "down"),
-        ):
-            if src is None:
-                continue
-            threading.Thread(
-                target=self._pump,
-                args=(src, dst, direction),
-                name=f"faultproxy-{self.id}-{name}",
-                daemon=True,
-            ).start()
+    def wants_upstream(self) -> bool:
+        self.blackholed = self.proxy.faults.blackhole  # born in a black hole: no upstream at all
+        return not self.blackholed
 
-    def close(self, how: Literal["fin", "rst"]) -> None:
-        with self._lock:
-            if self.closed.is_set():
-                return
-            self.closed.set()
-        for sock in (self.client, self.upstream):
-            if sock is not None:
-                (_rst if how == "rst" else _fin)(sock)
-        self.proxy._forget(self)
+    def opened(self, connection: Connection) -> None:
+        super().opened(connection)
+        self.proxy.stats.accepted += 1
+        self.proxy._links.add(self)
 
-    @staticmethod
-    def _send(dst: socket.socket, data: bytes, bandwidth_bps: float | None) -> bool:
-        """Forward `data`; with a bandwidth cap, in slices of 50 ms worth, each paid for first."""
-        try:
-            if not bandwidth_bps:
-                dst.sendall(data)
-                return True
-            step = max(1, int(bandwidth_bps * POLL_S))
-            for offset in range(0, len(data), step):
-                piece = data[offset : offset + step]
-                time.sleep(len(piece) / bandwidth_bps)
-                dst.sendall(piece)
-        except OSError:
-            return False
-        return True
+    def refused(self) -> None:
+        self.proxy.stats.upstream_failures += 1
 
-    def _filtered(self, data: bytes, direction: str) -> bytes:
-        if direction == "down" and self.down_filter is not None:
-            return self.down_filter(data)
+    async def forward(self, side: Side, data: bytes) -> bytes | None:
+        faults, stats = self.proxy.faults, self.proxy.stats
+        if faults.blackhole or self.blackholed:
+            self.blackholed = True
+            stats.blackholed_bytes += len(data)
+            return None
+        if side == "down" and self.down_filter is not None:
+            data = self.down_filter(data)
+        delay = faults.latency_up_s if side == "up" else faults.latency_down_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if faults.bandwidth_bps:
+            await asyncio.sleep(len(data) / faults.bandwidth_bps)
+        if side == "up":
+            stats.forwarded_up += len(data)
+        else:
+            stats.forwarded_down += len(data)
         return data
 
-    def _pump(self, src: socket.socket, dst: socket.socket | None, direction: str) -> None:
-        stats = self.proxy.stats
-        while not self.closed.is_set():
-            try:
-                readable, _, _ = select.select([src], [], [], POLL_S)
-                if not readable:
-                    continue
-                data = src.recv(CHUNK)
-            except (OSError, ValueError):  # ValueError: the socket was closed under us
-                break
-            if not data:
-                if src is self.client:
-                    stats.closed_by_client += 1
-                break
-            faults = self.proxy.faults
-            if faults.blackhole or self.blackholed or dst is None:
-                self.blackholed = True
-                stats.blackholed_bytes += len(data)
-                continue
-            data = self._filtered(data, direction)
-            if not data:
-                continue
-            delay = faults.latency_up_s if direction == "up" else faults.latency_down_s
-            if delay > 0:
-                time.sleep(delay)
-            if not self._send(dst, data, faults.bandwidth_bps):
-                break
-            if direction == "up":
-                stats.forwarded_up += len(data)
-            else:
-                stats.forwarded_down += len(data)
-        # One side ended (or a fault closed us): end both, cleanly, unless in a black hole,
-        # where the client must see nothing at all.
-        if self.blackholed and not self.closed.is_set() and src is not self.client:
-            return  # the upstream went away behind the black hole: the client is not told
-        self.close("fin")
+    def ended(self, side: Side, *, by_peer: bool) -> bool:
+        if side == "up" and by_peer:
+            self.proxy.stats.closed_by_client += 1
+        # The upstream went away behind a black hole: the client must see nothing at all.
+        return not (self.blackholed and side == "down")
+
+    def closed(self) -> None:
+        self.proxy._links.discard(self)
 
 
 class FaultProxy:
     """Forward 127.0.0.1:`port` to 127.0.0.1:`upstream_port`, with switchable faults."""
 
     def __init__(
-        self,
-        upstream_port: int,
-        *,
-        port: int = 0,
-        down_filter: Callable[[], Callable[[bytes], bytes]] | None = None,
+        self, upstream_port: int, *, port: int = 0, down_filter: Callable[[], DownFilter] | None = None
     ) -> None:
         self.upstream_port = upstream_port
         self.down_filter = down_filter
         self.stats = ProxyStats()
         self.faults = Faults()
-        self._lock = threading.Lock()
-        self._connections: set[_Connection] = set()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", port))
-        self._listener.listen(128)
-        self._listener.settimeout(POLL_S)
-        self.port: int = self._listener.getsockname()[1]
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, name="faultproxy-accept", daemon=True)
+        self._links: set[_FaultLink] = set()  # touched on the loop's thread only
+        self._forwarder = Forwarder(upstream_port, links=lambda: _FaultLink(self), port=port)
+        self._loop: LoopThread | None = None
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -208,16 +135,17 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FaultProxy:
-        self._thread.start()
+        self._loop = LoopThread("faultproxy")
+        self.port = self._loop.run(self._forwarder.start()).port
         return self
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(5)
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        for conn in self.connections():
-            conn.close("rst")
+        if self._loop is None:
+            return
+        self._close_all("rst")
+        self._loop.run(self._forwarder.close())
+        self._loop.stop()
+        self._loop = None
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -244,63 +172,37 @@ class FaultProxy:
 
     def drop(self) -> int:
         """Close every open connection with a FIN; returns how many."""
-        conns = self.connections()
-        for conn in conns:
-            conn.close("fin")
-        self.stats.dropped += len(conns)
-        return len(conns)
+        count = self._close_all("fin")
+        self.stats.dropped += count
+        return count
 
     def reset(self) -> int:
         """Close every open connection with an RST; returns how many."""
-        conns = self.connections()
-        for conn in conns:
-            conn.close("rst")
-        self.stats.reset += len(conns)
-        return len(conns)
+        count = self._close_all("rst")
+        self.stats.reset += count
+        return count
 
     def heal(self) -> None:
         """No faults any more; black-holed connections (which lost bytes) are reset."""
         self.faults = Faults()
-        for conn in self.connections():
-            if conn.blackholed:
-                conn.close("rst")
+        self._close_all("rst", only_blackholed=True)
 
     # --- state
 
-    def connections(self) -> list[_Connection]:
-        with self._lock:
-            return list(self._connections)
+    def _close_all(self, how: Literal["fin", "rst"], *, only_blackholed: bool = False) -> int:
+        def close() -> int:
+            chosen = [
+                link
+                for link in self._links
+                if not link.connection.closed and (link.blackholed or not only_blackholed)
+            ]
+            for link in chosen:
+                link.connection.close(how)
+            return len(chosen)
 
-    def open_count(self) -> int:
-        with self._lock:
-            return len(self._connections)
+        return self._on_loop(close)
 
-    def _forget(self, conn: _Connection) -> None:
-        with self._lock:
-            self._connections.discard(conn)
-
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.stats.accepted += 1
-            client.settimeout(None)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            upstream: socket.socket | None = None
-            if not self.faults.blackhole:
-                try:
-                    upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=2.0)
-                    upstream.settimeout(None)
-                    upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    self.stats.upstream_failures += 1
-                    _fin(client)
-                    continue
-            conn = _Connection(self, client, upstream)
-            with self._lock:
-                self._connections.add(conn)
-            conn.start()
+    def _on_loop(self, fn: Callable[[], int]) -> int:
+        if self._loop is None:
+            return 0
+        return self._loop.call(fn)

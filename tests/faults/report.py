@@ -155,8 +155,8 @@ def line_chart_png(
                 put(x, y, (238, 238, 238))
     for tick in _ticks(y_lo, y_hi):
         line(LEFT, sy(tick), LEFT + plot_w, sy(tick), rgb=(221, 221, 221))
-    for x in markers:
-        line(sx(x), TOP, sx(x), TOP + plot_h, rgb=(192, 57, 43), dash=4)
+    for marker in markers:
+        line(sx(marker), TOP, sx(marker), TOP + plot_h, rgb=(192, 57, 43), dash=4)
     for (xa, ya), (xb, yb) in itertools.pairwise(points):
         for offset in (0, 1):  # 2 px wide
             line(sx(xa), sy(ya) + offset, sx(xb), sy(yb) + offset, rgb=(36, 113, 163))

@@ -70,9 +70,7 @@ def wait_converged(
         return None
 
     try:
-        found: Convergence = wait_until(
-            check, timeout=timeout, what="every answer to equal the Wrapper's truth"
-        )
+        found = wait_until(check, timeout=timeout, what="every answer to equal the Wrapper's truth")
     except AssertionError:
         result = convergence(history.select(since=since), truth, since=since)
         wrong = [
@@ -85,6 +83,7 @@ def wait_converged(
             f"{len(result.unconfirmed)} entities unconfirmed, e.g. {result.unconfirmed[:3]}; "
             f"recent wrong answers (entity, got, want, source, freshness): {wrong}"
         ) from None
+    assert found is not None  # wait_until returns a truthy value or fails
     return found
 
 

@@ -134,6 +134,7 @@ def test_half_open_redis_detected_then_converges(scale: Scale, figures: Figures)
                     timeout=bound_s + 5,
                     what=f"answers to report freshness DEGRADED (bound {bound_s} s)",
                 )
+                assert t_detect is not None  # wait_until returns a truthy value or fails
                 detect_values.append(t_detect - t_hole)
                 proxy.heal()
                 t_heal = time.monotonic()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -29,7 +30,7 @@ PROFILE_ROUTE = "GET /api/tenants/{tenantId}/users/{userId}/profile"
 TTL_S = 1.0
 DEADLINE_S = 0.5
 RETRIES = 2
-MODES = {
+MODES: dict[str, dict[str, Any]] = {
     "500": {"failStatus": 500},
     "hang": {"hang": True},
     "reset": {"resetConnections": True},
@@ -64,11 +65,10 @@ def test_wrapper_down_degrades_gracefully(scale: Scale, figures: Figures) -> Non
             for request in profiles:  # warm: every profile fetched and fresh
                 # After the previous mode the Wrapper's circuit breaker may still be open: it
                 # closes on its next probe, within HYBRIDCACHE_WRAPPER_BREAKER_RESET_S (2 s).
-                wait_until(
-                    lambda r=request: observe(stub, r, timeout=5.0).ok,
-                    timeout=10,
-                    what=f"warming {request} after the fault cleared",
-                )
+                def answered(r: Request = request) -> bool:
+                    return observe(stub, r, timeout=5.0).ok
+
+                wait_until(answered, timeout=10, what=f"warming {request} after the fault cleared")
             s.admin.reset_stats()
             critical, reference = History(), History()
             t0 = time.monotonic()
@@ -88,8 +88,12 @@ def test_wrapper_down_degrades_gracefully(scale: Scale, figures: Figures) -> Non
                     name="ref",
                 ) as ref,
             ):
+
+                def over(t0: float = t0) -> bool:
+                    return time.monotonic() - t0 >= outage
+
                 wait_until(
-                    lambda t0=t0: time.monotonic() - t0 >= outage,
+                    over,
                     timeout=outage + 5,
                     what="the outage period",
                     interval=0.1,

@@ -101,7 +101,7 @@ class ScriptedServicer(pb_grpc.HybridCacheServicer):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: Counter[str] = Counter()
-        self.metadata: list[dict[str, str]] = []
+        self.metadata: list[dict[str, str | bytes]] = []
         self.failures: dict[str, list[Failure]] = {}  # method -> failures before success
         self.sleep_s: dict[str, float] = {}
         self.release = threading.Event()  # ends every sleep (teardown)
@@ -213,6 +213,10 @@ class ScriptedServicer(pb_grpc.HybridCacheServicer):
     def GetCacheStats(self, request: pb.GetCacheStatsRequest, context: Any) -> Any:  # noqa: N802
         self._enter("GetCacheStats", context)
         return pb.GetCacheStatsResponse(events_applied=7, loaded_tenant_ids=[TENANT])
+
+    def ListSnapshot(self, request: pb.ListSnapshotRequest, context: Any) -> Iterator[Any]:  # noqa: N802
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")  # as the generated base answers
+        yield from ()
 
     def WatchChanges(self, request: pb.WatchChangesRequest, context: Any) -> Iterator[Any]:  # noqa: N802
         with self.lock:
@@ -350,7 +354,9 @@ def test_every_method_sync(server: Running, client: HybridCacheClient) -> None:
     # The bearer token went with every call.
     assert len(server.servicer.metadata) == 8
     assert all(m.get("authorization") == f"Bearer {TOKEN}" for m in server.servicer.metadata)
-    assert all(m.get("user-agent", "").startswith("hybridcache-client") for m in server.servicer.metadata)
+    assert all(
+        str(m.get("user-agent", "")).startswith("hybridcache-client") for m in server.servicer.metadata
+    )
 
 
 @pytest.mark.timeout(30)

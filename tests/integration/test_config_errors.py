@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ NOWHERE = {
     "HYBRIDCACHE_LOG_FORMAT": "json",
 }
 SERVE = [sys.executable, "-m", "hybridcache.server.cli", "serve"]
-CALLER = {"name": "crm", "token_sha256": token_sha256("crm-token"), "tenants": ["acme"]}
+CALLER: dict[str, Any] = {"name": "crm", "token_sha256": token_sha256("crm-token"), "tenants": ["acme"]}
 
 
 def refused(**env: str) -> str:

@@ -93,16 +93,13 @@ def test_reference_reads_fetch_once_per_ttl(
 def test_single_flight_1000_concurrent_misses_make_one_wrapper_call(
     stub: pb_grpc.HybridCacheStub, admin: WrapperAdmin
 ) -> None:
-    admin.call("PUT", "/admin/faults", json={"latencyMs": 300})
-    try:
+    with admin.faults(latencyMs=300):
         admin.reset_stats()
         request = pb.GetUserProfileRequest(tenant_id="globex", user_id="user-44")
         futures = [stub.GetUserProfile.future(request, timeout=30) for _ in range(1000)]
         replies = [f.result() for f in futures]
-    finally:
-        admin.call("DELETE", "/admin/faults")
     assert len({r.user_profile.SerializeToString() for r in replies}) == 1
-    calls = admin.call("GET", "/admin/stats")["requests"]
+    calls = admin.stats()["requests"]
     assert admin.requests_made() == 1, f"1,000 concurrent misses made {calls} Wrapper calls, not 1"
 
 
@@ -119,8 +116,7 @@ def test_wrapper_down_critical_served_reference_stale_then_unavailable(
         profile = pb.GetUserProfileRequest(tenant_id="acme", user_id="user-20")
         fresh = stub.GetUserProfile(profile, timeout=5)
         fetched_at = time.monotonic()
-        admin.call("PUT", "/admin/faults", json={"failStatus": 503})
-        try:
+        with admin.faults(failStatus=503):
             reply = wait_for(
                 lambda: (
                     (r := stub.GetUserProfile(profile, timeout=2)).provenance.source == pb.SOURCE_STALE and r
@@ -138,8 +134,6 @@ def test_wrapper_down_critical_served_reference_stale_then_unavailable(
                 _until_unavailable(stub, profile, timeout=max_stale * 4)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             assert time.monotonic() - fetched_at >= ttl + max_stale * 0.9, "stale answers ended too early"
-        finally:
-            admin.call("DELETE", "/admin/faults")
 
 
 def _until_unavailable(
@@ -201,9 +195,7 @@ def test_each_event_type_changes_the_answer_promptly(
     propagates: Callable[[Callable[[], Any], Callable[[], bool], str], float],
 ) -> None:
     propagates(
-        lambda: admin.call(
-            "PUT", "/admin/tenants/acme/credit-costs/crm.leads.create", json={"cost": "7.125"}
-        ),
+        lambda: admin.put_cost("acme", "crm.leads.create", "7.125"),
         lambda: cost_of(stub, "acme", "crm.leads.create") == Decimal("7.125"),
         "credit-config-changed",
     )
@@ -215,53 +207,38 @@ def test_each_event_type_changes_the_answer_promptly(
     status = stub.GetUserStatus(pb.GetUserStatusRequest(tenant_id="acme", user_id="user-5"), timeout=5)
     role = status.user_status.role_ids[0]
     propagates(
-        lambda: admin.call(
-            "PUT", f"/admin/tenants/acme/roles/{role}", json={"permissions": ["finance.invoice.*"]}
-        ),
+        lambda: admin.put_role("acme", role, ["finance.invoice.*"]),
         lambda: stub.CheckPermission(check, timeout=5).allowed,
         "role-permissions-changed",
     )
     propagates(
-        lambda: admin.call(
-            "PUT", "/admin/tenants/acme/users/user-5/status", json={"active": False, "roles": [role]}
-        ),
+        lambda: admin.put_user_status("acme", "user-5", False, [role]),
         lambda: stub.CheckPermission(check, timeout=5).reason == pb.PERMISSION_REASON_USER_INACTIVE,
         "user-status-changed",
     )
     flag = pb.GetFeatureFlagRequest(tenant_id="acme", flag_key="crm.ai-summaries")
     before = stub.GetFeatureFlag(flag, timeout=5).feature_flag.enabled
     propagates(
-        lambda: admin.call(
-            "PUT",
-            "/admin/tenants/acme/feature-flags/crm.ai-summaries",
-            json={"enabled": not before, "value": "v2"},
-        ),
+        lambda: admin.put_flag("acme", "crm.ai-summaries", not before, "v2"),
         lambda: stub.GetFeatureFlag(flag, timeout=5).feature_flag.value == "v2",
         "feature-flag-changed (with the new value)",
     )
     propagates(
-        lambda: admin.call(
-            "PUT",
-            "/admin/tenants/acme/feature-flags/crm.ai-summaries",
-            params={"include_value": "false"},
-            json={"enabled": before, "value": "v3"},
-        ),
+        lambda: admin.put_flag("acme", "crm.ai-summaries", before, "v3", include_value=False),
         lambda: stub.GetFeatureFlag(flag, timeout=5).feature_flag.value == "v3",
         "feature-flag-changed (no value: refetched)",
     )
     profile = pb.GetUserProfileRequest(tenant_id="acme", user_id="user-9")
     stub.GetUserProfile(profile, timeout=5)
     propagates(
-        lambda: admin.call(
-            "PATCH", "/admin/tenants/acme/users/user-9/profile", json={"title": "Chief Cache Officer"}
-        ),
+        lambda: admin.patch_profile("acme", "user-9", title="Chief Cache Officer"),
         lambda: stub.GetUserProfile(profile, timeout=5).user_profile.title == "Chief Cache Officer",
         "user-profile-changed",
     )
     unit = pb.GetOrgUnitRequest(tenant_id="acme", org_unit_id="org-hr")
     stub.GetOrgUnit(unit, timeout=5)
     propagates(
-        lambda: admin.call("PATCH", "/admin/tenants/acme/org-units/org-hr", json={"name": "People"}),
+        lambda: admin.patch_org_unit("acme", "org-hr", name="People"),
         lambda: stub.GetOrgUnit(unit, timeout=5).org_unit.name == "People",
         "org-unit-changed",
     )
@@ -295,11 +272,7 @@ def _converged(stub: pb_grpc.HybridCacheStub, admin: WrapperAdmin) -> bool:
 def _change_all(admin: WrapperAdmin, round_: int) -> None:
     for i, code in enumerate(CODES):
         for tenant in ("acme", "globex"):
-            admin.call(
-                "PUT",
-                f"/admin/tenants/{tenant}/credit-costs/{code}",
-                json={"cost": f"{round_}.{i}{len(tenant)}"},
-            )
+            admin.put_cost(tenant, code, f"{round_}.{i}{len(tenant)}")
 
 
 @pytest.mark.parametrize("how", ["kill-redis", "client-kill"])

@@ -147,7 +147,11 @@ def test_published_changes_are_applied_promptly(server: RedisServer, publisher: 
         for i in range(50):
             start = time.monotonic()
             assert publisher.publish("crm:acme:credit-config-changed", credit_body(f"e-{i}", "op.a", i)) == 1
-            cache.wait_for(lambda n=i + 1: cache.count("apply") == n, 5.0, f"event {i} applied")
+
+            def applied(n: int = i + 1) -> bool:
+                return cache.count("apply") == n
+
+            cache.wait_for(applied, 5.0, f"event {i} applied")
             latencies.append(time.monotonic() - start)
         assert cache.store[("acme", Kind.CREDIT_COSTS, "op.a")] == CreditCost("op.a", "49", 0)
         assert len(notices.notices) == 50 + 4  # 50 changes + one resync marker per replicated kind

@@ -293,11 +293,12 @@ def run_fleet_mix(
     writers.start()
     began = time.monotonic()
     try:
-        for at, person in plan:
+        for at, step in plan:
             time.sleep(max(0.0, began + at - time.monotonic()))
-            if person is None:
+            if step is None:
                 move_onto_a_new_replica(replicas, people)
                 continue
+            person = step
             if person.watching:
                 person.stop_watching()
                 person.moves += 1

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from hybridcache.server.app import Service
+from hybridcache.server.events.stream_reader import RedisStreamReader
 from hybridcache.server.events.stream_replay import REASON_PAST_RETENTION, REASON_STREAM_RESET
 from hybridcache.server.hub.events import REASON_OTHER_KEY
 from hybridcache.v1 import hybridcache_pb2 as pb
@@ -84,7 +85,7 @@ def change_round(admin: Admin, round_: int) -> list[tuple[str, str]]:
     made = []
     for i, code in enumerate(CODES):
         cost = f"{round_}.{i}1"
-        admin.call("PUT", f"/admin/tenants/acme/credit-costs/{code}", json={"cost": cost})
+        admin.put_cost("acme", code, cost)
         made.append((code, cost))
     return made
 
@@ -146,9 +147,12 @@ def caught_up(server: Service, redis_process: RedisProcess) -> None:
     """Wait until `server` has read the stream to its end."""
     stream = "{crm}:changes"
 
+    reader = server.feed.reader
+    assert isinstance(reader, RedisStreamReader), "durable mode reads the stream"
+
     def done() -> bool:
         last = redis_process.client().xinfo_stream(stream)["last-generated-id"].decode()
-        return server.feed.reader.positions().get(stream) == last
+        return reader.positions().get(stream) == last
 
     wait_for(done, timeout=10, what="the replica read the stream to its end")
 

@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from hybridcache.server.app import Service
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import service_settings
 from tests.helpers import wait_for
@@ -105,12 +105,8 @@ def as_rows(items: list[list[Any]]) -> set[tuple[Any, ...]]:
 
 
 def put_role(dev_wrapper: Any, role: str, permissions: list[str]) -> None:
-    httpx.put(
-        f"{dev_wrapper.url}/admin/tenants/{TENANT}/roles/{role}",
-        json={"permissions": permissions},
-        headers=dev_wrapper.headers,
-        timeout=5,
-    ).raise_for_status()
+    with WrapperAdmin(dev_wrapper.url, dev_wrapper.token) as admin:
+        admin.put_role(TENANT, role, permissions)
 
 
 @pytest.fixture

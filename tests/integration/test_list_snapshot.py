@@ -29,8 +29,8 @@ CALLERS = [
     {"name": "crm-acme", "token_sha256": token_sha256(ACME_TOKEN), "tenants": ["acme"]},
     {"name": "crm-globex", "token_sha256": token_sha256(GLOBEX_TOKEN), "tenants": ["globex"]},
 ]
-ACME = [("authorization", f"Bearer {ACME_TOKEN}")]
-GLOBEX = [("authorization", f"Bearer {GLOBEX_TOKEN}")]
+ACME = (("authorization", f"Bearer {ACME_TOKEN}"),)
+GLOBEX = (("authorization", f"Bearer {GLOBEX_TOKEN}"),)
 WRAPPER_KINDS = {  # kind -> (the Wrapper's snapshot path, its key field)
     pb.KIND_CREDIT_COSTS: ("credit-costs", "operationCode"),
     pb.KIND_ROLE_PERMISSIONS: ("role-permissions", "roleId"),
@@ -69,7 +69,7 @@ def as_plain(item: pb.SnapshotItem) -> tuple[int, str, int, tuple[Any, ...]]:
     return item.kind, item.key, item.version, value
 
 
-def wrapper_truth(dev_wrapper: Any, tenant: str) -> set[tuple[int, str, int, tuple[Any, ...]]]:
+def wrapper_truth(dev_wrapper: Any, tenant: str) -> set[tuple[Any, ...]]:
     truth = set()
     for kind, (path, key_field) in WRAPPER_KINDS.items():
         body = httpx.get(
@@ -164,6 +164,7 @@ def test_watch_from_the_token_delivers_changes_after_it_once_and_none_before(
         return pages if costs.get("crm.leads.create") == "41.5" else None
 
     pages = wait_for(snapshot_with_the_change, timeout=15, what="the change made before the snapshot in it")
+    assert pages is not None  # wait_for returns a truthy value or fails
     token = pages[-1].resume_token
     watch = Watch(secure_stub, pb.WatchChangesRequest(tenant_ids=["acme"], resume_token=token))
     try:

@@ -22,6 +22,7 @@ from hybridcache.server.app import Service
 from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
@@ -95,19 +96,24 @@ def test_metrics_endpoint_serves_the_names_and_they_move(
         stub.GetUserProfile(pb.GetUserProfileRequest(tenant_id="acme", user_id="user-3"), timeout=5)
         with pytest.raises(grpc.RpcError):
             stub.GetCreditCost(pb.GetCreditCostRequest(tenant_id="", operation_code="x"), timeout=5)
-        headers = {"Authorization": f"Bearer {WRAPPER_TOKEN}"}
-        httpx.put(
-            f"{dev_wrapper.url}/admin/tenants/acme/credit-costs/crm.leads.read",
-            json={"cost": "1.75"},
-            headers=headers,
-            timeout=5,
-        ).raise_for_status()
+        with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+            admin.put_cost("acme", "crm.leads.read", "1.75")
         with redis_server.client() as client:
             client.publish("crm:acme:credit-config-changed", b"{not json")
+
+        def counted(metrics: dict[str, float]) -> bool:
+            # The change may be applied by the repair worker (a refetch), after the malformed
+            # event behind it is counted: wait for both, not for the later one alone.
+            return (
+                value(metrics, "hybridcache_events_rejected_total", reason="malformed-json") >= 1
+                and value(metrics, "hybridcache_events_total", outcome="applied") >= 1
+                and value(metrics, "hybridcache_event_lag_seconds_count") >= 1
+            )
+
         wait_for(
-            lambda: value(scrape(port), "hybridcache_events_rejected_total", reason="malformed-json") >= 1,
-            timeout=5,
-            what="the malformed event counted",
+            lambda: counted(scrape(port)),
+            timeout=15,
+            what="the change applied and the malformed event counted",
         )
     after = scrape(port)
     method = {"grpc_method": "GetCreditCost"}
@@ -129,6 +135,61 @@ def test_metrics_endpoint_serves_the_names_and_they_move(
     assert value(after, "hybridcache_events_total", outcome="applied") >= 1
     assert value(after, "hybridcache_replica_age_seconds", tenant="acme") >= 0
     assert value(after, "hybridcache_freshness_live") == 1.0
+
+
+def _freshness_answered(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        reply = pb_grpc.HybridCacheStub(channel).GetCreditCost(
+            pb.GetCreditCostRequest(tenant_id="acme", operation_code="crm.leads.read"), timeout=5
+        )
+    return int(reply.provenance.freshness)
+
+
+def test_freshness_degraded_follows_the_answers_and_failed_resyncs_are_counted(
+    start_service: Callable[..., Service], own_redis: RedisProcess, tmp_path: Path
+) -> None:
+    """Redis killed: hybridcache_freshness_degraded 1, as the answers say; Redis back while
+    the Wrapper is down: the resync fails (counted) and it stays 1; Wrapper back: 0, LIVE."""
+    wrapper_port = free_port()
+    db = str(tmp_path / "wrapper.db")
+    wrapper = launch(own_redis.url, token=WRAPPER_TOKEN, db_path=db, port=wrapper_port)
+    try:
+        port = free_port()
+        service = start_service(service_settings(wrapper.url, own_redis.url, metrics_port=port))
+        target = f"127.0.0.1:{service.port}"
+
+        def gauges() -> tuple[float, float]:
+            samples = scrape(port)
+            live = value(samples, "hybridcache_freshness_live")
+            return value(samples, "hybridcache_freshness_degraded"), live
+
+        wait_for(
+            lambda: gauges() == (0.0, 1.0), timeout=30, interval=0.05, what="degraded 0, live 1 at start"
+        )
+        assert _freshness_answered(target) == pb.FRESHNESS_LIVE
+        assert value(scrape(port), "hybridcache_resync_failures_total") == 0
+
+        own_redis.kill()
+        wait_for(lambda: gauges() == (1.0, 0.0), timeout=30, interval=0.05, what="degraded 1, Redis killed")
+        assert _freshness_answered(target) == pb.FRESHNESS_DEGRADED, "the gauge says degraded, the answer not"
+
+        wrapper.stop()
+        own_redis.start()  # reconnects, then its resync fails: the Wrapper is down
+        wait_for(
+            lambda: value(scrape(port), "hybridcache_resync_failures_total") >= 1,
+            timeout=60,
+            interval=0.1,
+            what="the failed resync counted in hybridcache_resync_failures_total",
+        )
+        assert value(scrape(port), "hybridcache_redis_reconnects_total") >= 1
+        assert gauges() == (1.0, 0.0), "not resynced yet: answers may miss the changes made meanwhile"
+        assert _freshness_answered(target) == pb.FRESHNESS_DEGRADED
+
+        wrapper = launch(own_redis.url, token=WRAPPER_TOKEN, db_path=db, port=wrapper_port)
+        wait_for(lambda: gauges() == (0.0, 1.0), timeout=60, interval=0.1, what="degraded 0 once resynced")
+        assert _freshness_answered(target) == pb.FRESHNESS_LIVE
+    finally:
+        wrapper.stop()
 
 
 # --- logs: canaries in tokens, secrets and profiles must never appear
@@ -179,6 +240,14 @@ def logged_server(own_redis: RedisProcess) -> Iterator[LoggedServer]:
                     wait_serving(f"127.0.0.1:{port}", timeout=60, alive=lambda: server.poll() is None)
                 except (RuntimeError, TimeoutError) as exc:
                     raise AssertionError(f"{exc}; its log:\n{log_path.read_text()[-3000:]}") from None
+                # Lines leave the server together, up to HYBRIDCACHE_LOG_FLUSH_INTERVAL_S late:
+                # once "listening" is in the file, so is every start-up line logged before it,
+                # and a test that counts lines from here counts only its own.
+                wait_for(
+                    lambda: b'"event": "listening"' in log_path.read_bytes(),
+                    timeout=20,
+                    what="the server's start-up lines in its log",
+                )
                 yield LoggedServer(f"127.0.0.1:{port}", log_path, wrapper, metrics_port)
             finally:
                 server.terminate()
@@ -188,14 +257,9 @@ def logged_server(own_redis: RedisProcess) -> Iterator[LoggedServer]:
 
 def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedServer) -> None:
     target, log_path, wrapper, _ = logged_server
-    headers = {"Authorization": f"Bearer {CANARY_WRAPPER_TOKEN}"}
-    httpx.patch(
-        f"{wrapper.url}/admin/tenants/acme/users/user-4/profile",
-        json=CANARY_PROFILE,
-        headers=headers,
-        timeout=5,
-    ).raise_for_status()
-    good = [("authorization", f"Bearer {CANARY_CALLER_TOKEN}")]
+    with WrapperAdmin(wrapper.url, CANARY_WRAPPER_TOKEN) as admin:
+        admin.patch_profile("acme", "user-4", **CANARY_PROFILE)
+    good = (("authorization", f"Bearer {CANARY_CALLER_TOKEN}"),)
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.HybridCacheStub(channel)
         reply = stub.GetUserProfile(
@@ -203,8 +267,8 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
         )
         assert reply.user_profile.email == CANARY_PROFILE["email"]
         for metadata in (
-            [("authorization", f"Bearer {CANARY_CALLER_TOKEN}x")],
-            [("authorization", "CANARY")],
+            (("authorization", f"Bearer {CANARY_CALLER_TOKEN}x"),),
+            (("authorization", "CANARY"),),
         ):
             with pytest.raises(grpc.RpcError):
                 stub.GetUserProfile(
@@ -212,12 +276,8 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
                 )
         with pytest.raises(grpc.RpcError):
             stub.GetUserProfile(pb.GetUserProfileRequest(tenant_id="acme", user_id="CANARY x"), metadata=good)
-        httpx.patch(
-            f"{wrapper.url}/admin/tenants/acme/users/user-4/profile",
-            json={"title": "CANARY-title-2"},
-            headers=headers,
-            timeout=5,
-        ).raise_for_status()
+        with WrapperAdmin(wrapper.url, CANARY_WRAPPER_TOKEN) as admin:
+            admin.patch_profile("acme", "user-4", title="CANARY-title-2")
         wait_for(
             lambda: (
                 stub.GetUserProfile(
@@ -250,7 +310,7 @@ def test_logs_carry_no_tokens_secrets_or_profile_fields(logged_server: LoggedSer
 
 def test_a_stream_the_client_ends_is_logged_cancelled(logged_server: LoggedServer) -> None:
     target, log_path = logged_server.target, logged_server.log_path
-    good = [("authorization", f"Bearer {CANARY_CALLER_TOKEN}")]
+    good = (("authorization", f"Bearer {CANARY_CALLER_TOKEN}"),)
     with grpc.insecure_channel(target) as channel:
         stream = pb_grpc.HybridCacheStub(channel).WatchChanges(
             pb.WatchChangesRequest(tenant_ids=["acme"]), metadata=good

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
 import pytest
 
 from hybridcache.client import ClientConfig, HybridCacheClient
 from hybridcache.server.api.auth import token_sha256
 from hybridcache.server.app import Service
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.integration.test_tls import self_signed
@@ -169,12 +169,8 @@ def watcher(secured: Service) -> Iterator[subprocess.Popen[str]]:
 
 
 def put_cost(wrapper_url: str, tenant: str, code: str, cost: str) -> None:
-    httpx.put(
-        f"{wrapper_url}/admin/tenants/{tenant}/credit-costs/{code}",
-        json={"cost": cost},
-        headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
-        timeout=5,
-    ).raise_for_status()
+    with WrapperAdmin(wrapper_url, WRAPPER_TOKEN) as admin:
+        admin.put_cost(tenant, code, cost)
 
 
 def test_watch_prints_only_the_filtered_changes_with_a_progress_line(

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hybridcache.server.ops.readiness import wait_serving
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess, free_port
 from tests.conftest import WRAPPER_TOKEN
 from tests.helpers import wait_for
@@ -53,10 +54,10 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(
     }
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen([str(BIN / "hybridcache"), "serve"], env=env, stdout=log, stderr=log)
-    headers = {"Authorization": f"Bearer {WRAPPER_TOKEN}"}
+    admin = WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN)
     try:
         wait_serving(target, timeout=60, alive=lambda: server.poll() is None)
-        httpx.put(f"{dev_wrapper.url}/admin/faults", json={"latencyMs": 1500}, headers=headers, timeout=5)
+        admin.set_faults(latencyMs=1500)
         result: dict[str, Any] = {}
 
         def slow_call() -> None:
@@ -72,9 +73,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(
         caller = threading.Thread(target=slow_call)
         caller.start()
         wait_for(
-            lambda: (
-                httpx.get(f"{dev_wrapper.url}/admin/stats", headers=headers, timeout=5).json()["total"] > 0
-            ),
+            lambda: admin.stats()["total"] > 0,
             timeout=10,
             what="the slow call to reach the Wrapper",
         )
@@ -90,7 +89,8 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(
         assert "reply" in result, f"the in-flight call did not complete: {result.get('error')!r}"
         assert server.wait(15) == 0, "hybridcache serve must exit 0 after SIGTERM"
     finally:
-        httpx.delete(f"{dev_wrapper.url}/admin/faults", headers=headers, timeout=5)
+        admin.clear_faults()
+        admin.close()
         if server.poll() is None:
             server.kill()
             server.wait()

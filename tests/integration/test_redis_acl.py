@@ -11,7 +11,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 import redis
 
@@ -20,6 +19,7 @@ from hybridcache.server.events.stream_reader import stream_key
 from hybridcache.server.events.subscriber import default_patterns
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN, service_settings
@@ -75,12 +75,8 @@ def test_service_works_as_a_confined_acl_user(
             wait_for(
                 lambda: service.freshness() == "live", timeout=15, what=f"{mode} reader live as the ACL user"
             )
-            httpx.put(
-                f"{wrapper.url}/admin/tenants/acme/credit-costs/crm.leads.create",
-                json={"cost": "12.5"},
-                headers=wrapper.headers,
-                timeout=5,
-            ).raise_for_status()
+            with WrapperAdmin(wrapper.url, WRAPPER_TOKEN) as admin:
+                admin.put_cost("acme", "crm.leads.create", "12.5")
             with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
                 stub = pb_grpc.HybridCacheStub(channel)
                 request = pb.GetCreditCostRequest(tenant_id="acme", operation_code="crm.leads.create")

@@ -44,7 +44,11 @@ def test_jitter_grows_with_the_fleet_and_reconnect_is_prompt(own_redis: RedisPro
     try:
         for reader in readers:
             reader.start()
-            wait_for(lambda r=reader: r.live, timeout=10, what="a reader to subscribe")
+
+            def subscribed(r: RedisSubscriber = reader) -> bool:
+                return r.live
+
+            wait_for(subscribed, timeout=10, what="a reader to subscribe")
         assert [s.gaps for s in sinks] == [
             [pytest.approx(0.2)],
             [pytest.approx(0.4)],

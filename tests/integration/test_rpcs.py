@@ -7,6 +7,7 @@ service returns the Wrapper's data for the right tenant, whatever the seed holds
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -211,7 +212,7 @@ def test_bad_input_gets_a_clear_status(
 
 
 def test_other_bad_inputs(stub: pb_grpc.HybridCacheStub) -> None:
-    cases = [
+    cases: list[tuple[Callable[..., Any], Any]] = [
         (stub.BatchGetCreditCosts, pb.BatchGetCreditCostsRequest(tenant_id="acme")),
         (
             stub.BatchGetCreditCosts,
@@ -239,13 +240,14 @@ def test_wrapper_down_gives_unavailable_within_the_deadline(start_service: Any, 
     service: Service = start_service(service_settings(dead_wrapper, redis_server.url, tenants=[]))
     with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
         stub = pb_grpc.HybridCacheStub(channel)
-        for call, request in [
+        calls: list[tuple[Callable[..., Any], Any]] = [
             (stub.GetUserProfile, pb.GetUserProfileRequest(tenant_id="acme", user_id="user-1")),
             (
                 stub.GetCreditCost,
                 pb.GetCreditCostRequest(tenant_id="acme", operation_code="crm.leads.create"),
             ),
-        ]:
+        ]
+        for call, request in calls:
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as caught:
                 call(request, timeout=1.0)

@@ -15,6 +15,7 @@ from hybridcache.server.api.auth import token_sha256
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from tests.conftest import service_settings
 from tests.integration.test_rpcs import error_reason
 
@@ -24,7 +25,7 @@ ACME_TOKEN = "acme-only-token"
 GLOBEX_TOKEN = "globex-only-token"
 ADMIN_TOKEN = "all-tenants-token"
 LIMITED_TOKEN = "rate-limited-token"
-CALLERS = [
+CALLERS: list[dict[str, Any]] = [
     {"name": "crm-acme", "token_sha256": token_sha256(ACME_TOKEN), "tenants": ["acme"]},
     {"name": "crm-globex", "token_sha256": token_sha256(GLOBEX_TOKEN), "tenants": ["globex"]},
     {"name": "ops", "token_sha256": token_sha256(ADMIN_TOKEN), "tenants": ["*"]},
@@ -51,8 +52,8 @@ def secure_stub(secure_service: Service) -> Iterator[pb_grpc.HybridCacheStub]:
         yield pb_grpc.HybridCacheStub(channel)
 
 
-def auth(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
+def auth(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
 
 
 def every_rpc(stub: pb_grpc.HybridCacheStub, tenant: str) -> list[tuple[str, Callable[..., Any]]]:
@@ -188,12 +189,8 @@ def test_rate_limit_refuses_one_caller_not_another(secure_stub: pb_grpc.HybridCa
 
 
 def test_in_flight_cap_refuses_one_caller_not_another(
-    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: Any
+    start_service: Callable[..., Service], dev_wrapper: Any, redis_server: Any, wrapper_admin: WrapperAdmin
 ) -> None:
-    import httpx
-
-    from tests.conftest import WRAPPER_TOKEN
-
     callers = [
         {**CALLERS[0], "max_in_flight": 2},
         CALLERS[1],
@@ -207,36 +204,31 @@ def test_in_flight_cap_refuses_one_caller_not_another(
             tenants=["acme", "globex"],
         )
     )
-    headers = {"Authorization": f"Bearer {WRAPPER_TOKEN}"}
-    httpx.put(f"{dev_wrapper.url}/admin/faults", json={"latencyMs": 400}, headers=headers, timeout=5)
     results: list[grpc.StatusCode] = []
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-            stub = pb_grpc.HybridCacheStub(channel)
+    with wrapper_admin.faults(latencyMs=400), grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = pb_grpc.HybridCacheStub(channel)
 
-            def slow_miss(i: int) -> None:
-                try:
-                    stub.GetUserProfile(
-                        pb.GetUserProfileRequest(tenant_id="acme", user_id=f"user-{i}"),
-                        metadata=auth(ACME_TOKEN),
-                        timeout=5,
-                    )
-                    results.append(grpc.StatusCode.OK)
-                except grpc.RpcError as exc:
-                    results.append(exc.code())
+        def slow_miss(i: int) -> None:
+            try:
+                stub.GetUserProfile(
+                    pb.GetUserProfileRequest(tenant_id="acme", user_id=f"user-{i}"),
+                    metadata=auth(ACME_TOKEN),
+                    timeout=5,
+                )
+                results.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                results.append(exc.code())
 
-            threads = [threading.Thread(target=slow_miss, args=(i,)) for i in range(10, 16)]
-            for t in threads:
-                t.start()
-            # While acme's caller is saturated, globex's caller is served from the replica.
-            stub.GetCreditCost(
-                pb.GetCreditCostRequest(tenant_id="globex", operation_code="crm.leads.create"),
-                metadata=auth(GLOBEX_TOKEN),
-                timeout=5,
-            )
-            for t in threads:
-                t.join(10)
-    finally:
-        httpx.delete(f"{dev_wrapper.url}/admin/faults", headers=headers, timeout=5)
+        threads = [threading.Thread(target=slow_miss, args=(i,)) for i in range(10, 16)]
+        for t in threads:
+            t.start()
+        # While acme's caller is saturated, globex's caller is served from the replica.
+        stub.GetCreditCost(
+            pb.GetCreditCostRequest(tenant_id="globex", operation_code="crm.leads.create"),
+            metadata=auth(GLOBEX_TOKEN),
+            timeout=5,
+        )
+        for t in threads:
+            t.join(10)
     assert results.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, results
     assert results.count(grpc.StatusCode.OK) >= 2, results

@@ -17,6 +17,7 @@ import pytest
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -88,11 +89,9 @@ def test_snapshots_taken_while_changes_flow_miss_nothing_and_repeat_nothing(
     written = [0]
 
     def write() -> None:
-        with httpx.Client(headers=dev_wrapper.headers, timeout=5) as http:
+        with WrapperAdmin(dev_wrapper.url, dev_wrapper.token) as admin:
             while not stop.is_set():
-                code = rng.choice(CODES)
-                url = f"{dev_wrapper.url}/admin/tenants/acme/credit-costs/{code}"
-                http.put(url, json={"cost": f"{rng.randrange(1, 10_000)}.5"}).raise_for_status()
+                admin.put_cost("acme", rng.choice(CODES), f"{rng.randrange(1, 10_000)}.5")
                 written[0] += 1
 
     writer = threading.Thread(target=write, daemon=True)

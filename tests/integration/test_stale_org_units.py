@@ -65,10 +65,11 @@ def test_renaming_a_unit_drops_every_cached_unit_that_names_it(
         next(stream)  # the subscription is confirmed: the change below is delivered on it
         _rename(dev_wrapper.url, renamed, new_name)
         seen = wait_for(
-            lambda: (names := _names_seen(stub))[renamed] == {new_name} and names,
+            lambda: names if (names := _names_seen(stub))[renamed] == {new_name} else None,
             timeout=BOUND_S,
             what=f"every cached unit naming {renamed} to show its new name",
         )
+        assert seen is not None  # wait_for returns a truthy value or fails
         assert seen[renamed] == {new_name}
         # Watchers keeping their own copies are told about every outdated unit too.
         change = next(m.change for m in stream if m.WhichOneof("message") == "change")

@@ -138,6 +138,90 @@ def test_a_refetch_that_failed_while_the_wrapper_was_down_heals_when_it_returns(
         assert metrics[("hybridcache_refetch_requests_total", (("reason", "old-value-mismatch"),))] == 1
 
 
+ITEM_ROUTE = "GET /api/tenants/{tenantId}/credit-costs/{operationCode}"
+APPLY_BOUND_S = 2.0  # an event is applied within milliseconds; a loaded host's delays on top
+
+
+def _refetch_event(event_id: str, version: int | None) -> str:
+    """A change without `newValue`: the key must be refetched (with the change's version, if any)."""
+    data: dict[str, Any] = {"operationCode": CODE, "changedFields": ["credit_cost"]}
+    if version is not None:
+        data["version"] = version
+    return json.dumps(
+        {"eventId": event_id, "eventType": "credit-config-changed", "tenantId": "acme", "data": data}
+    )
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("versioned", [True, False], ids=["request-versioned", "request-version-less"])
+def test_a_published_change_for_a_key_being_repaired_is_applied_at_once(
+    own_redis: RedisProcess, wrapper: Wrapper, start_service: Any, versioned: bool
+) -> None:
+    """A key whose refetch keeps failing (the Wrapper's item route answers 500) gets a newer
+    published change (newValue, version, an oldValue that is not what is held): its value is
+    answered at once. When the repair was asked for with a version the event is at least as
+    new as, the repair is settled and the answer is LIVE; a version-less request may refer to
+    any version, so the key stays REPAIRING until the Wrapper answers. Before: the event was
+    taken for a mismatch, and the old value was answered until the Wrapper was back.
+    The verifier is off: its pass (one soon after start) reads the Wrapper's bucket route,
+    which is not failing, and would repair the key there instead of the event."""
+    service: Service = start_service(
+        service_settings(wrapper.url, own_redis.url, tenants=["acme"], verify_interval_s=0)
+    )
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+        WrapperAdmin(wrapper.url, WRAPPER_TOKEN) as admin,
+    ):
+        stub = pb_grpc.HybridCacheStub(channel)
+        held = _cost(stub).credit_cost.cost.value
+        admin.set_faults(failStatus=500, routes=[ITEM_ROUTE])
+        silent = wrapper.put_cost("acme", CODE, "9.5", publish=False)
+        stats = service.feed.stats
+        with redis.Redis.from_url(own_redis.url) as publisher:
+            event = _refetch_event("r1", silent["version"] if versioned else None)
+            assert publisher.publish("crm:acme:credit-config-changed", event) == 1
+        wait_for(lambda: stats.snapshot().refetch_errors >= 1, timeout=10, what="a failed refetch")
+        during = _cost(stub)
+        assert (during.credit_cost.cost.value, during.provenance.freshness) == (
+            held,
+            pb.FRESHNESS_REPAIRING,
+        ), (
+            f"before the change: expected {held} REPAIRING, got {during.credit_cost.cost.value} "
+            f"{pb.Freshness.Name(during.provenance.freshness)}; verifier {service.verifier.stats}, "
+            f"events {stats.snapshot()}"
+        )
+
+        published = wrapper.put_cost("acme", CODE, "12.25", publish=True)  # oldValue 9.5: not held
+        assert published["published"], "the dev Wrapper did not publish the change"
+        sent = time.monotonic()
+        reply = wait_for(
+            lambda: (r := _cost(stub)).credit_cost.cost.value == "12.25" and r,
+            timeout=APPLY_BOUND_S + MARGIN_S,
+            what="the published change to be answered while its key's refetch keeps failing",
+        )
+        took = time.monotonic() - sent
+        assert took <= APPLY_BOUND_S + MARGIN_S
+        assert reply.provenance.version == published["version"]
+        expected = pb.FRESHNESS_LIVE if versioned else pb.FRESHNESS_REPAIRING
+        assert reply.provenance.freshness == expected, (
+            f"after a change {'as new as' if versioned else 'unordered with'} the repair's request: "
+            f"expected {pb.Freshness.Name(expected)}, got {pb.Freshness.Name(reply.provenance.freshness)}"
+        )
+        pending = service.feed.ingestor.worker.pending_refetches()
+        assert pending == (0 if versioned else 1), f"{pending} keys pending"
+        assert stats.snapshot().refetches_settled_by_events == (1 if versioned else 0)
+        assert stats.snapshot().refetched == 0, "a refetch succeeded while the item route was failing"
+
+        admin.clear_faults()
+        healed = wait_for(
+            lambda: (r := _cost(stub)).provenance.freshness == pb.FRESHNESS_LIVE and r,
+            timeout=HEAL_BOUND_S + MARGIN_S,
+            what="the key to be LIVE once the Wrapper's item route answers",
+        )
+        assert healed.credit_cost.cost.value == "12.25"
+        print(f"\nthe published change answered {took:.3f} s after it was written")
+
+
 def _metrics(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The service's Prometheus samples, by (name, sorted labels)."""
     text = generate_latest(service.metrics.registry).decode()

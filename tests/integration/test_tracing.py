@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -27,6 +26,7 @@ from hybridcache.server.ops.tracing import Tracing, from_environment
 from hybridcache.server.ops.tracing.spans import EVENT_ATTRIBUTES, SPAN_ATTRIBUTES, OtelTracing, route_of
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
@@ -98,13 +98,12 @@ def client(traced: Traced) -> Iterator[HybridCacheClient]:
         yield c
 
 
-def wrapper_traceparents(dev_wrapper: Any) -> list[str]:
-    body = httpx.get(f"{dev_wrapper.url}/admin/stats", headers=dev_wrapper.headers, timeout=10).json()
-    return list(body["traceparents"])
+def wrapper_traceparents(admin: WrapperAdmin) -> list[str]:
+    return list(admin.stats()["traceparents"])
 
 
 def test_one_trace_crosses_client_service_and_wrapper(
-    traced: Traced, client: HybridCacheClient, dev_wrapper: Any
+    traced: Traced, client: HybridCacheClient, wrapper_admin: WrapperAdmin
 ) -> None:
     with traced.tracer.start_as_current_span("caller") as caller:
         client.get_user_profile("acme", "user-1")  # on demand, not cached yet: a Wrapper fetch
@@ -118,10 +117,10 @@ def test_one_trace_crosses_client_service_and_wrapper(
     (http,) = traced.children(fetch)
     assert http.kind is trace.SpanKind.CLIENT
     assert http.attributes is not None
-    assert http.attributes["url.full"].endswith("/api/tenants/acme/users/{key}/profile")
+    assert str(http.attributes["url.full"]).endswith("/api/tenants/acme/users/{key}/profile")
     expected = ["00", f"{trace_id:032x}", f"{http.context.span_id:016x}"]  # the flags may add "random"
     assert expected in wait_for(
-        lambda: [tp.split("-")[:3] for tp in wrapper_traceparents(dev_wrapper)],
+        lambda: [tp.split("-")[:3] for tp in wrapper_traceparents(wrapper_admin)],
         timeout=10,
         what="traceparents at the Wrapper",
     ), "the Wrapper did not receive the httpx span's traceparent"
@@ -148,20 +147,14 @@ def test_hits_and_errors_are_recorded_on_the_server_span(traced: Traced, client:
 
 
 def test_concurrent_misses_show_one_fetch_and_one_single_flight_wait(
-    traced: Traced, client: HybridCacheClient, dev_wrapper: Any
+    traced: Traced, client: HybridCacheClient, wrapper_admin: WrapperAdmin
 ) -> None:
-    faults = httpx.put(
-        f"{dev_wrapper.url}/admin/faults", headers=dev_wrapper.headers, json={"latencyMs": 400}, timeout=10
-    )
-    assert faults.status_code == 200, faults.text
-    try:
+    with wrapper_admin.faults(latencyMs=400):
         threads = [threading.Thread(target=client.get_org_unit, args=("acme", "org-sales")) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=20)
-    finally:
-        httpx.delete(f"{dev_wrapper.url}/admin/faults", headers=dev_wrapper.headers, timeout=10)
     spans = wait_for(
         lambda: len(traced.named("hybridcache.v1.HybridCache/GetOrgUnit")) == 2, timeout=10, what="2"
     )
@@ -171,21 +164,15 @@ def test_concurrent_misses_show_one_fetch_and_one_single_flight_wait(
 
 
 def test_a_stale_answer_is_an_event_and_the_failed_fetch_an_error_span(
-    traced: Traced, client: HybridCacheClient, dev_wrapper: Any
+    traced: Traced, client: HybridCacheClient, wrapper_admin: WrapperAdmin
 ) -> None:
     client.get_org_unit("acme", "org-sales")  # stored, expires after 1 s
-    faults = httpx.put(
-        f"{dev_wrapper.url}/admin/faults", headers=dev_wrapper.headers, json={"failStatus": 503}, timeout=10
-    )
-    assert faults.status_code == 200, faults.text
-    try:
+    with wrapper_admin.faults(failStatus=503):
         wait_for(
             lambda: client.get_org_unit("acme", "org-sales").provenance.source == pb.SOURCE_STALE,
             timeout=15,
             what="a stale answer once the entry expired with the Wrapper failing",
         )
-    finally:
-        httpx.delete(f"{dev_wrapper.url}/admin/faults", headers=dev_wrapper.headers, timeout=10)
     stale = traced.rpc("GetOrgUnit")
     assert [event.name for event in stale.events] == ["cache.stale"]
     assert stale.status.is_ok  # an answer was served
@@ -218,7 +205,9 @@ def test_snapshot_loads_are_spans_with_the_http_call_inside(traced: Traced) -> N
     for load in loads:
         assert load.attributes is not None
         assert load.attributes["hybridcache.tenant_id"] == "acme"
-        assert int(load.attributes["hybridcache.items"]) > 0
+        items = load.attributes["hybridcache.items"]
+        assert isinstance(items, int), items
+        assert items > 0
         assert [child.kind for child in traced.children(load)] == [trace.SpanKind.CLIENT]
 
 
@@ -295,7 +284,7 @@ def test_traced_handlers_run_on_the_gates_lane(traced: Traced) -> None:
         return request
 
     behavior.experimental_thread_pool = pool  # type: ignore[attr-defined]
-    handler = grpc.unary_unary_rpc_method_handler(behavior)
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(behavior)
     details = type("Details", (), {"method": "/hybridcache.v1.HybridCache/GetCreditCost"})()
     wrapped = spans.intercept_service(lambda _d: handler, details)
     assert wrapped.unary_unary is not behavior

@@ -125,12 +125,12 @@ def test_unbatched_stream_bytes_are_unchanged() -> None:
     with watch_server() as srv:
         # Read the raw bytes, as an old client's decoder would receive them.
         channel = grpc.insecure_channel(srv.target)
-        raw = channel.unary_stream(
+        raw: grpc.UnaryStreamMultiCallable[pb.WatchChangesRequest, bytes] = channel.unary_stream(
             "/hybridcache.v1.HybridCache/WatchChanges",
             request_serializer=pb.WatchChangesRequest.SerializeToString,
             response_deserializer=None,
         )
-        call = raw(pb.WatchChangesRequest(), metadata=[("x-test-tenants", "*")], timeout=CALL_TIMEOUT_S)
+        call = raw(pb.WatchChangesRequest(), metadata=(("x-test-tenants", "*"),), timeout=CALL_TIMEOUT_S)
         first = pb.WatchChangesResponse.FromString(next(call))
         sequence = srv.hub.current_sequence
         assert srv.hub.resume_point(first.progress.resume_token).sequence == sequence

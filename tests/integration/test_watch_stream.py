@@ -70,7 +70,7 @@ class WatchServer:
     def watch(
         self, *, tenants: str = "*", caller: str = "", **request: Any
     ) -> Any:  # a grpc call: iterator of WatchChangesResponse, with cancel()
-        metadata = [("x-test-tenants", tenants), ("x-test-caller", caller)]
+        metadata = (("x-test-tenants", tenants), ("x-test-caller", caller))
         return self.stub.WatchChanges(
             pb.WatchChangesRequest(**request), metadata=metadata, timeout=CALL_TIMEOUT_S
         )
@@ -137,6 +137,7 @@ def _kind(message: pb.WatchChangesResponse) -> str | None:
 
 
 def _error_reason(error: grpc.RpcError) -> str:
+    assert isinstance(error, grpc.Call), error  # grpc's errors from a call are its Call too
     status = rpc_status.from_call(error)
     assert status is not None
     info = error_details_pb2.ErrorInfo()

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from hybridcache.server.cli import main
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.wrapper import launch
 from tests.conftest import WRAPPER_TOKEN
 
@@ -96,13 +96,8 @@ def test_passes_against_the_development_wrapper(
 def test_a_failing_wrapper_fails_each_endpoint(
     capsys: pytest.CaptureFixture[str], wrappers: dict[str, str], token_file: str
 ) -> None:
-    admin = httpx.Client(base_url=wrappers["crm"], headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"})
-    assert admin.put("/admin/faults", json={"failStatus": 503}).status_code == 200
-    try:
+    with WrapperAdmin(wrappers["crm"], WRAPPER_TOKEN) as admin, admin.faults(failStatus=503):
         code, out = check(capsys, wrappers["crm"], token_file, "--map", str(CRM_MAP))
-    finally:
-        assert admin.delete("/admin/faults").status_code == 200
-        admin.close()
     assert code == 1
     assert "wrapper-check: FAIL" in out
     assert any(

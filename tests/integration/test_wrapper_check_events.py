@@ -7,11 +7,11 @@ import json
 import threading
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from hybridcache.server.cli import main
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from tests.conftest import WRAPPER_TOKEN
 from tests.helpers import wait_for
@@ -44,7 +44,7 @@ def test_events_counts_accepted_and_rejected_notifications(
     codes: list[int] = []
     runner = threading.Thread(target=lambda: codes.append(main(argv)))
     publisher = redis.Redis.from_url(redis_server.url)
-    admin = httpx.Client(base_url=dev_wrapper.url, headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"})
+    admin = WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN)
     try:
         patterns_before = int(publisher.execute_command("PUBSUB", "NUMPAT"))
         runner.start()
@@ -53,8 +53,7 @@ def test_events_counts_accepted_and_rejected_notifications(
             timeout=30,
             what="wrapper-check to subscribe",
         )
-        answer = admin.put("/admin/tenants/acme/credit-costs/crm.leads.create", json={"cost": "3.5"})
-        assert answer.status_code == 200, answer.text  # the development Wrapper's own notification
+        admin.put_cost("acme", "crm.leads.create", "3.5")  # the development Wrapper's own notification
         publisher.publish("crm:acme:credit-config-changed", json.dumps(SEED_MESSAGE))
         publisher.publish("crm:acme:credit-config-changed", b"{not json")
         publisher.publish(

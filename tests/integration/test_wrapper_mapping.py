@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 
 from hybridcache.server import codec
@@ -25,6 +24,7 @@ from hybridcache.server.wrapper.mapping import DEFAULT_MAP, WrapperMap, load_map
 from hybridcache.server.wrapper.urls import UnsafeWrapperPath
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from hybridcache_dev.stack.redis_process import RedisProcess
 from hybridcache_dev.wrapper import launch
 from hybridcache_dev.wrapper.seed import demo_tenants
@@ -143,9 +143,8 @@ def test_ids_fill_one_segment_and_never_change_the_path(client: WrapperClient) -
 
 
 def _put_cost(shape: Shape, code: str, cost: str) -> None:
-    with httpx.Client(base_url=shape.url, headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"}) as http:
-        answer = http.put(f"/admin/tenants/acme/credit-costs/{code}", json={"cost": cost}, timeout=10)
-        assert answer.status_code == 200, answer.text
+    with WrapperAdmin(shape.url, WRAPPER_TOKEN) as admin:
+        admin.put_cost("acme", code, cost)
 
 
 def test_a_change_raises_the_version_and_the_revision(shape: Shape, client: WrapperClient) -> None:

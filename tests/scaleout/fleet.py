@@ -8,12 +8,10 @@ timestamps every HTTP request the fleet sends to the Wrapper, and a Redis Sentin
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import collections
 import contextlib
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ import redis
 
 from hybridcache.server.ops.readiness import wait_serving
 from hybridcache_dev.harness.serve_process import ServeProcess
-from hybridcache_dev.harness.tcp_proxy import Forwarder, Tap
+from hybridcache_dev.harness.tcp_proxy import Forwarder, LoopThread, Tap
 from hybridcache_dev.stack.redis_process import free_port
 from tests.conftest import WRAPPER_TOKEN
 from tests.redis_server import RedisServer
@@ -32,8 +30,8 @@ DEMO_TENANTS = ("acme", "globex", "initech")
 SENTINEL_SERVICE = "main"
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, *, poll: float = 0.02) -> float:
-    """Poll `condition` until true; return the seconds it took; AssertionError naming `what`."""
+def wait_until(condition: Callable[[], object], timeout: float, what: str, *, poll: float = 0.02) -> float:
+    """Poll `condition` until truthy; return the seconds it took; AssertionError naming `what`."""
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > timeout:
@@ -53,17 +51,15 @@ class TimelineProxy:
     one at a time (no pipelining), so responses pair with requests in order. A response
     ends after its headers and `Content-Length` bytes of body (the Wrapper always sends it).
     `times` holds request starts; `spans` holds (start, end) of answered requests.
-    Runs its own asyncio loop on a thread of the test process.
+    Runs the shared forwarder on a `LoopThread` (an asyncio loop on a thread of the test process).
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.times: list[float] = []  # monotonic; appended on the loop thread only
         self.spans: list[tuple[float, float]] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._server: asyncio.base_events.Server | None = None
-        self._thread = threading.Thread(target=self._run, name="timeline-proxy", daemon=True)
+        self._forwarder = Forwarder(upstream_port, self._taps)
+        self._loop: LoopThread | None = None
         self.port = 0
 
     @property
@@ -71,19 +67,9 @@ class TimelineProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> TimelineProxy:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("timeline proxy did not start")
+        self._loop = LoopThread("timeline-proxy")
+        self.port = self._loop.run(self._forwarder.start()).port
         return self
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        forwarder = self._loop.run_until_complete(Forwarder(self.upstream_port, self._taps).start())
-        self.port = forwarder.port
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(forwarder.close())
-        self._loop.close()
 
     def _taps(self) -> tuple[Tap, Tap]:
         """One connection's taps: request ends in, response ends out (paired in order)."""
@@ -153,9 +139,10 @@ class TimelineProxy:
         return best
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+        if self._loop is not None:
+            self._loop.run(self._forwarder.close())
+            self._loop.stop()
+            self._loop = None
 
     def __enter__(self) -> TimelineProxy:
         return self.start()

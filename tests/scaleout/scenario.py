@@ -18,7 +18,7 @@ from hybridcache.client.errors import HybridCacheError
 from hybridcache.server.hub.tokens import instance_of as token_instance
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
-from tests.faults.stack import WrapperAdmin
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 
 TENANT = "acme"
 

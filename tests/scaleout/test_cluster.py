@@ -131,10 +131,12 @@ def test_pubsub_on_any_node_and_the_stream_on_its_slot() -> None:
                 expected = truth(admin, codes)
                 assert expected[codes[0]] == Decimal("31.75")
                 for mode, target in targets.items():
+
+                    def matches(on: str = target) -> bool:
+                        return answers_of(on, codes) == expected
+
                     wait_until(
-                        lambda target=target: answers_of(target, codes) == expected,
-                        5,
-                        f"the {mode} service to see a change published on another cluster node",
+                        matches, 5, f"the {mode} service to see a change published on another cluster node"
                     )
                 took = time.monotonic() - changed_at
                 with owner.client() as client:

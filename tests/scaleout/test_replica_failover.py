@@ -94,11 +94,11 @@ def test_a_replica_dies_calls_go_on_and_the_watch_fails_over_and_converges() -> 
                 )
                 live = [s for s in fleet if s is not victim]
                 for server in live:
-                    wait_until(
-                        lambda server=server: answers_of(server.target, codes) == expected,
-                        CONVERGE_S,
-                        f"replica {server.target} to match the Wrapper",
-                    )
+
+                    def matches(target: str = server.target) -> bool:
+                        return answers_of(target, codes) == expected
+
+                    wait_until(matches, CONVERGE_S, f"replica {server.target} to match the Wrapper")
                 converged = time.monotonic() - changed_at
                 after = len(load.answers)
                 wait_until(lambda: len(load.answers) >= after + 50, 10, "more load after the change")

@@ -145,7 +145,7 @@ def rolling_restart(mode: str, consumers: int) -> tuple[list[int], int, Reader, 
         # its first entry is bound to its replica (nothing another one could check).
         first = codes_of(admin)[0]
         admin.call("PUT", f"/admin/tenants/{TENANT}/credit-costs/{first}", json={"cost": "0.5"})
-        with replicas(3, workdir, wrapper_url, redis_.url, **env) as fleet:
+        with replicas(3, workdir, wrapper_url, redis_.url, timeout=60.0, **env) as fleet:
             return _roll(fleet, admin, consumers)
 
 

@@ -68,16 +68,15 @@ def _one_round(
             wait_until(lambda: proxy.count_since(time.monotonic() - 0.5) == 0, 60, "the fleet to go quiet")
             redis_.restart()
             outage_end = time.monotonic()
-            wait_until(
-                lambda outage_end=outage_end: proxy.count_since(outage_end) >= EXPECTED,
-                60,
-                f"{EXPECTED} snapshot requests (every replica resyncing every tenant)",
-            )
-            wait_until(
-                lambda outage_end=outage_end: len(proxy.latencies(outage_end)) >= EXPECTED,
-                30,
-                "every snapshot request answered",
-            )
+
+            def all_asked(since: float = outage_end) -> bool:
+                return proxy.count_since(since) >= EXPECTED
+
+            def all_answered(since: float = outage_end) -> bool:
+                return len(proxy.latencies(since)) >= EXPECTED
+
+            wait_until(all_asked, 60, f"{EXPECTED} snapshot requests (every replica resyncing every tenant)")
+            wait_until(all_answered, 30, "every snapshot request answered")
             took = [t for t in proxy.times if t >= outage_end]
             latencies = proxy.latencies(outage_end)
             figures.append(

@@ -41,5 +41,5 @@ def secure_env(**overrides: str) -> dict[str, str]:
 def secure_stack() -> Iterator[Stack]:
     """Redis + Wrapper + a secure `hybridcache serve` (defaults otherwise), shared by a module."""
     with stack() as built:
-        built.spawn_server(**secure_env())
+        built.spawn_server(port=0, **secure_env())
         yield built

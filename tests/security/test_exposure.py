@@ -93,7 +93,8 @@ def test_an_idle_reflection_stream_is_cancelled_after_the_timeout(
     started = time.monotonic()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            # Any: the grpc_reflection stubs leave ServerReflectionInfo `Incomplete`.
+            stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
             replies = stub.ServerReflectionInfo(
                 one_request_then_idle(), metadata=(("authorization", f"Bearer {ACME_TOKEN}"),), timeout=20
             )

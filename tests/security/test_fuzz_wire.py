@@ -76,7 +76,7 @@ def _still_answers(target: str) -> None:
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         reply = pb_grpc.HybridCacheStub(channel).GetCreditCost(
             pb.GetCreditCostRequest(tenant_id="acme", operation_code="crm.leads.create"),
-            metadata=[(k.decode(), v.decode()) for k, v in GOOD],
+            metadata=tuple((k.decode(), v.decode()) for k, v in GOOD),
             timeout=5,
         )
         assert reply.credit_cost.cost.value

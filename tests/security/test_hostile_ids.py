@@ -25,6 +25,7 @@ from hybridcache.server.core.kinds import Kind
 from hybridcache.server.wrapper.client import WrapperClient
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from tests.conftest import WRAPPER_TOKEN
 
 pytestmark = pytest.mark.timeout(120)
@@ -124,14 +125,13 @@ def test_dot_segments_are_refused_before_any_request(dots: str) -> None:
 
 
 def _recent_paths(wrapper_url: str) -> list[str]:
-    headers = {"Authorization": f"Bearer {WRAPPER_TOKEN}"}
-    stats = httpx.get(f"{wrapper_url}/admin/stats", headers=headers, timeout=5).json()
-    return list(stats["recentPaths"])
+    with WrapperAdmin(wrapper_url, WRAPPER_TOKEN) as admin:
+        return list(admin.stats()["recentPaths"])
 
 
 def _reset(wrapper_url: str) -> None:
-    headers = {"Authorization": f"Bearer {WRAPPER_TOKEN}"}
-    httpx.post(f"{wrapper_url}/admin/stats/reset", headers=headers, timeout=5).raise_for_status()
+    with WrapperAdmin(wrapper_url, WRAPPER_TOKEN) as admin:
+        admin.reset_stats()
 
 
 HOSTILE_KEYS = {

@@ -123,7 +123,7 @@ def test_health_flood_takes_neither_the_callers_capacity_nor_the_probe_port(secu
 def test_a_request_message_that_never_comes_is_cancelled_after_the_timeout() -> None:
     streams_held = 4
     with stack() as built:
-        server = built.spawn_server(**secure_env(HYBRIDCACHE_REQUEST_MESSAGE_TIMEOUT_S="1"))
+        server = built.spawn_server(port=0, **secure_env(HYBRIDCACHE_REQUEST_MESSAGE_TIMEOUT_S="1"))
         started = time.monotonic()
         with flood(server.port, CREDIT_COST, streams_held, token=ACME_TOKEN, refill=False) as streams:
             wait_for(

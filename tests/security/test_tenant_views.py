@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 
 from hybridcache.server.api.auth import token_sha256
 from hybridcache.server.app import Service
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from tests.conftest import WRAPPER_TOKEN, service_settings
 from tests.helpers import wait_for
 
@@ -29,8 +29,8 @@ CALLERS = [
 ]
 
 
-def auth(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
+def auth(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.fixture
@@ -66,12 +66,8 @@ def activity(stub: Any, dev_wrapper: Any, tenant: str, token: str) -> None:
     stub.GetUserProfile(
         pb.GetUserProfileRequest(tenant_id=tenant, user_id="user-2"), metadata=auth(token), timeout=5
     )
-    httpx.put(
-        f"{dev_wrapper.url}/admin/tenants/{tenant}/credit-costs/crm.leads.create",
-        json={"cost": "9.5"},
-        headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
-        timeout=5,
-    ).raise_for_status()
+    with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+        admin.put_cost(tenant, "crm.leads.create", "9.5")
 
 
 def test_a_tenant_bound_caller_sees_only_its_tenants_figures(stub: Any, dev_wrapper: Any) -> None:
@@ -131,12 +127,8 @@ def watched(start_service: Callable[..., Service], dev_wrapper: Any, redis_serve
 
 
 def set_cost(dev_wrapper: Any, tenant: str, cost: str) -> None:
-    httpx.put(
-        f"{dev_wrapper.url}/admin/tenants/{tenant}/credit-costs/crm.leads.create",
-        json={"cost": cost},
-        headers={"Authorization": f"Bearer {WRAPPER_TOKEN}"},
-        timeout=5,
-    ).raise_for_status()
+    with WrapperAdmin(dev_wrapper.url, WRAPPER_TOKEN) as admin:
+        admin.put_cost(tenant, "crm.leads.create", cost)
 
 
 def test_stream_positions_reveal_nothing_of_other_tenants(watched: Any, dev_wrapper: Any) -> None:

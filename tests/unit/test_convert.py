@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hybridcache.server.api import convert
+from hybridcache.server import convert
 from hybridcache.server.core.values import (
     CreditCost,
     FeatureFlag,

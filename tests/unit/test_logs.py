@@ -38,10 +38,20 @@ def stdout() -> Iterator[io.StringIO]:
     logs._json_handler, logs._json_formatter = json_output
 
 
-def configure(stdout: io.StringIO, fmt: Literal["json", "console"], level: str) -> None:
+def configure(
+    stdout: io.StringIO, fmt: Literal["json", "console"], level: str, flush_interval_s: float = 0.0
+) -> None:
     # pytest's capture swaps sys.stdout between a test's phases, so swap it here, in the test.
     with patch("sys.stdout", stdout):
-        configure_logging(fmt, level)
+        configure_logging(fmt, level, flush_interval_s=flush_interval_s)
+
+
+def drained(stdout: io.StringIO) -> io.StringIO:
+    """`stdout` once the lines a CoalescedStream holds were written (a no-op without one)."""
+    stream = getattr(logs._json_handler, "stream", None)
+    if isinstance(stream, logs.CoalescedStream):
+        stream.close()
+    return stdout
 
 
 def lines(stream: io.StringIO) -> list[str]:
@@ -63,14 +73,17 @@ def through_the_chain(caller: str, method: str, code: str, duration_ms: float) -
         ('odd "caller" \\ é ✓', "CheckPermission", "RESOURCE_EXHAUSTED", 1234.5),
     ],
 )
-def test_fast_line_is_the_line_the_chain_renders(
-    stdout: io.StringIO, caller: str, method: str, code: str, duration_ms: float
+@pytest.mark.parametrize("flush_interval_s", [0.0, 30.0], ids=["each-line-at-once", "coalesced"])
+def test_fast_line_is_the_line_the_chain_renders(  # noqa: PLR0917 (pytest parameters)
+    stdout: io.StringIO, caller: str, method: str, code: str, duration_ms: float, flush_interval_s: float
 ) -> None:
-    configure(stdout, "json", "info")
+    configure(stdout, "json", "info", flush_interval_s)
     log_rpc(caller, method, code, duration_ms)
     assert logs._only_handler(logging.getLogger("hybridcache.rpc")) is logs._json_handler  # fast path
     through_the_chain(caller, method, code, duration_ms)
-    fast, chain = lines(stdout)
+    if flush_interval_s:
+        assert lines(stdout) == [], "a coalesced line was written before its interval ended"
+    fast, chain = lines(drained(stdout))
     parsed = json.loads(fast)
     assert list(parsed) == FIELDS
     assert parsed == {

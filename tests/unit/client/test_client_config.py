@@ -11,7 +11,7 @@ import pytest
 from hybridcache.client import ClientConfig, KeepAliveConfig, RetryPolicy, TLSConfig, WatchConfig
 from hybridcache.client._channel import resolve_target
 from hybridcache.client._config import call_metadata, channel_options, service_config
-from hybridcache.client._watch import Backoff
+from hybridcache.client._watch import reconnect_backoff
 from hybridcache.v1 import hybridcache_pb2
 
 UNARY_METHODS = {
@@ -163,7 +163,7 @@ def test_bad_targets(target: str | list[str], message: str) -> None:
 
 
 def test_watch_backoff_grows_with_jitter_and_resets() -> None:
-    backoff = Backoff(WatchConfig(initial_backoff=0.1, max_backoff=1.0))
+    backoff = reconnect_backoff(WatchConfig(initial_backoff=0.1, max_backoff=1.0))
     delays = [backoff.next_delay() for _ in range(8)]
     ceilings = [min(1.0, 0.1 * 2**i) for i in range(8)]
     for delay, ceiling in zip(delays, ceilings, strict=True):

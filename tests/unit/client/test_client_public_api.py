@@ -19,13 +19,14 @@ def test_all_is_exactly_the_public_names() -> None:
     assert len(set(hybridcache.client.__all__)) == len(hybridcache.client.__all__)
 
 
-def test_only_errors_and_reasons_are_public_submodules() -> None:
+def test_only_errors_reasons_and_backoff_are_public_submodules() -> None:
+    # backoff: the one retry policy, also used by the service (another distribution).
     modules = {
         name
         for name, value in vars(hybridcache.client).items()
         if isinstance(value, types.ModuleType) and not name.startswith("_")
     }
-    assert modules == {"errors", "reasons"}
+    assert modules == {"backoff", "errors", "reasons"}
 
 
 def test_errors_module_all_is_reexported() -> None:

@@ -420,3 +420,23 @@ def test_a_late_event_after_invalidate_kind_is_not_trusted(cache: HybridCache, w
     cache.invalidate_kind(T, CC)
     assert cache.apply(T, CC, "c", cost("c", "2", 2))[0] is ApplyOutcome.APPLIED  # the late v2 event
     assert cache.get(T, CC, "c").version == 3  # the kind reloads: the event was only a fallback
+
+
+def test_replica_age_counts_from_the_installed_snapshot_not_a_superseded_one() -> None:
+    """The replica-age metric reads this: a snapshot fetched but discarded (a newer resync
+    superseded it) must not make the replica look fresher than it is."""
+    clock = FakeClock()
+    wrapper = GatedWrapper()
+    wrapper.data[CC] = {"a": cost("a", "1", 0)}
+    cache = HybridCache(wrapper, {CC: KindPolicy(CC, Tier.REPLICA)}, clock=clock)
+    assert cache.replica_ages() == {}, "a tenant not loaded has no age"
+    _Step(wrapper, lambda: cache.ensure_tenant(T)).finish(wrapper)
+    clock.advance(10)
+    assert cache.replica_ages() == {T: 10.0}
+    older = _Step(wrapper, lambda: cache.resync_tenant(T))
+    newer = _Step(wrapper, lambda: cache.resync_tenant(T))  # supersedes the older one
+    newer.finish(wrapper)  # installed: fetched at 1010
+    clock.advance(5)
+    older.finish(wrapper)  # fetched at 1015 but discarded
+    clock.advance(1)
+    assert cache.replica_ages() == {T: 6.0}, "the discarded snapshot counted as a load"

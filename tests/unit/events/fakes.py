@@ -17,8 +17,9 @@ from typing import Any
 
 from hybridcache.server.core.errors import NotFound
 from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.results import ApplyOutcome
 from hybridcache.server.core.values import Value
-from hybridcache.server.events.ports import ChangeNotice, Outcome
+from hybridcache.server.events.ports import ChangeNotice
 
 _MISSING: Any = object()
 
@@ -63,23 +64,23 @@ class FakeCache:
         *,
         version: int | None = None,
         expected_old: object = _MISSING,
-    ) -> tuple[str, FakeChange | None]:
+    ) -> tuple[ApplyOutcome, FakeChange | None]:
         with self.cond:
             self._record("apply", tenant_id, kind, key, value, version, expected_old)
             if tenant_id not in self.tenants:
-                return Outcome.NOT_LOADED, None
+                return ApplyOutcome.NOT_LOADED, None
             slot = (tenant_id, kind, key)
             if version is not None and version <= self.versions.get(slot, -1):
-                return Outcome.OLD_VERSION, None
+                return ApplyOutcome.OLD_VERSION, None
             if expected_old is not _MISSING and _content(self.store.get(slot)) != expected_old:
-                return Outcome.OLD_VALUE_MISMATCH, None
+                return ApplyOutcome.OLD_VALUE_MISMATCH, None
             new_version = version if version is not None else self.versions.get(slot, 0)
             if value is None:
                 self.store.pop(slot, None)
             else:
                 self.store[slot] = value
             self.versions[slot] = new_version
-            return Outcome.APPLIED, FakeChange(tenant_id, kind, key, value, new_version, value is None)
+            return ApplyOutcome.APPLIED, FakeChange(tenant_id, kind, key, value, new_version, value is None)
 
     def refetch(
         self, tenant_id: str, kind: Kind, key: str, deadline: float | None = None

@@ -213,6 +213,57 @@ def test_a_failed_refetch_stays_pending_and_is_retried_until_it_succeeds() -> No
         assert h.ingestor.stop(5)
 
 
+@pytest.fixture
+def down() -> Iterator[Harness]:
+    """The Wrapper failing every refetch, retried slowly (the tests settle repairs themselves)."""
+    harness = Harness(refetch_backoff_s=(30.0, 30.0))
+    harness.cache.refetch_error = WrapperUnavailable("down")
+    yield harness
+    assert harness.ingestor.stop(5), "worker thread did not stop"
+
+
+def _pending_after_a_failed_attempt(h: Harness, body: str) -> tuple[str, Kind, str]:
+    slot = ("acme", Kind.CREDIT_COSTS, "op.a")
+    h.cache.store[slot] = CreditCost("op.a", "1", 3)
+    h.cache.versions[slot] = 3
+    h.ingestor.process(CREDIT, body)
+    h.cache.wait_for(lambda: h.cache.count("refetch") >= 1, 5, "the first (failing) refetch")
+    assert slot in h.ingestor.worker.pending, "the key whose refetch failed is not pending"
+    return slot
+
+
+def test_a_newer_versioned_event_for_a_pending_key_is_applied_and_settles_the_repair(down: Harness) -> None:
+    h = down
+    slot = _pending_after_a_failed_attempt(h, credit("e-1", None, version=5))  # v5 "changed": refetch
+    # v6 carries the value; its oldValue (v5's) is not what is held, which is the value in doubt.
+    h.ingestor.process(CREDIT, credit("e-2", 7, version=6, old=2))
+    assert h.cache.store[slot] == CreditCost("op.a", "7", 6), "the newer event's value was not applied"
+    assert slot not in h.ingestor.worker.pending, "an event newer than every request left the key pending"
+    assert h.stats.refetches_settled_by_events == 1
+    assert h.stats.mismatches == 0
+    assert [n.event_id for n in h.notices.notices] == ["e-2"]
+
+
+def test_an_event_older_than_a_request_is_applied_but_does_not_settle_it(down: Harness) -> None:
+    h = down
+    slot = _pending_after_a_failed_attempt(h, credit("e-1", None, version=6))
+    h.ingestor.process(CREDIT, credit("e-2", 7, version=5, old=2))  # newer than held (3), older than 6
+    assert h.cache.store[slot] == CreditCost("op.a", "7", 5)
+    assert slot in h.ingestor.worker.pending, "an event older than the change asked for settled its repair"
+    assert h.stats.refetches_settled_by_events == 0
+
+
+def test_a_repair_asked_for_without_a_version_is_settled_only_by_the_wrapper(down: Harness) -> None:
+    """A version-less request may refer to any version: no event can be shown to be as new."""
+    h = down
+    slot = _pending_after_a_failed_attempt(h, credit("e-1", None))
+    h.ingestor.process(CREDIT, credit("e-2", 7, version=9, old=2))
+    assert h.cache.store[slot] == CreditCost("op.a", "7", 9), "the newer event's value was not applied"
+    assert slot in h.ingestor.worker.pending, "a version-less request was settled by an event"
+    h.ingestor.process(CREDIT, credit("e-3", 8, old=2))  # version-less, oldValue not held: not applied
+    assert h.cache.store[slot] == CreditCost("op.a", "7", 9)
+
+
 def test_refetch_of_a_vanished_entity_invalidates_and_reports_a_deletion(h: Harness) -> None:
     h.ingestor.process(CREDIT, credit("e-1", None))  # the fake's Wrapper has no op.a: NotFound
     h.notices.wait_for(lambda n: len(n) == 1, 5, "a deletion notice")

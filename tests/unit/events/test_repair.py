@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -12,21 +12,12 @@ import pytest
 
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.values import CreditCost
 from hybridcache.server.events.ingest import EventIngestor
 from hybridcache.server.events.repair import RefetchRequest
+from tests.helpers import FixedRandom
 
 from .fakes import FakeCache, NoticeLog, wait_until
-
-
-class FixedRandom(random.Random):
-    """uniform(a, b) -> a + fraction * (b - a): a known jitter."""
-
-    def __init__(self, fraction: float) -> None:
-        super().__init__(0)
-        self.fraction = fraction
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + self.fraction * (b - a)
 
 
 @pytest.fixture
@@ -236,3 +227,51 @@ def test_a_later_successful_resync_settles_the_tenants_pending_keys(cache: FakeC
     ingestor.on_gap("subscribed")  # the resync reads every key of the tenant from the Wrapper
     assert ingestor.wait_idle(5), "the resync did not settle the pending key"
     assert cache.count("refetch") == 1
+
+
+class GatedCache(FakeCache):
+    """Its first refetch waits for `gate`: an attempt held in flight."""
+
+    def __init__(self) -> None:
+        super().__init__(tenants=["acme"])
+        self.gate = threading.Event()
+        self.in_flight = threading.Event()
+
+    def refetch(self, tenant_id: str, kind: Kind, key: str, deadline: float | None = None) -> Any:
+        if not self.in_flight.is_set():
+            self.in_flight.set()
+            assert self.gate.wait(10), "the test never let the attempt finish"
+        return super().refetch(tenant_id, kind, key, deadline)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("requested", "settles"), [(5, True), (0, False)], ids=["versioned", "version-less"])
+def test_an_event_applied_during_an_attempt_settles_it_or_is_followed_by_one_more(
+    requested: int, settles: bool
+) -> None:
+    """An event applied while an attempt is in flight fences that attempt's answer (the core
+    does not store it). If the event settles the repair (every request had a version, none
+    above the event's), nothing more is fetched; if not, the fenced answer may have been the
+    newer one, so one more attempt follows instead of taking the fenced one for a repair."""
+    cache = GatedCache()
+    slot = ("acme", Kind.CREDIT_COSTS, "op.a")
+    cache.wrapper[slot] = CreditCost("op.a", "4", 6)
+    ingestor = EventIngestor(cache, NoticeLog(), resync_jitter_s=0.0)
+    ingestor.start()
+    try:
+        worker = ingestor.worker
+        worker.request_refetch(dataclasses.replace(_refetch_request("op.a"), version=requested))
+        assert cache.in_flight.wait(5), "no attempt started"
+        assert worker.event_applied(slot, 6) is settles
+        assert (slot in worker.pending) is not settles
+        cache.gate.set()
+        cache.wait_for(lambda: cache.count("refetch") >= 1, 5, "the held attempt to finish")
+        assert ingestor.wait_idle(5), "the repair did not finish"
+        time.sleep(0.2)  # a second attempt would be due at once: room for one that must not come
+        attempts = cache.count("refetch")
+        assert attempts == (1 if settles else 2), (
+            f"{attempts} attempts: expected {'none after the settling event' if settles else 'one more'}"
+        )
+        assert ingestor.stats.snapshot().refetches_settled_by_events == int(settles)
+    finally:
+        assert ingestor.stop(5)

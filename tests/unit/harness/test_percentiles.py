@@ -42,3 +42,11 @@ def test_the_scale_out_definition_differs_no_more() -> None:
     # The scale-out helper took index int(q * n): the 51st of 100 samples for the median,
     # where nearest rank (and every other figure here) takes the 50th.
     assert percentile(range(1, 101), 50) == 50
+
+
+def test_the_rank_is_exact_not_a_float_product() -> None:
+    # 99.9 / 100 * 10_000 is 9990.000000000002 in floating point: its ceiling took the
+    # 9,991st sample where nearest rank says the 9,990th (every p99.9 of n = k x 1,000).
+    assert percentile(range(1, 10_001), 99.9) == 9990
+    assert percentile(range(1, 2_001), 99.9) == 1998
+    assert percentile(range(1, 10_001), 99.99) == 9999

@@ -1,18 +1,21 @@
 """The one asyncio forwarder (hybridcache_dev.harness.tcp_proxy) over real loopback sockets:
 bytes arrive unchanged both ways, each direction's tap sees exactly them; the fleet's
-request timeline built on it pairs every HTTP request with its response."""
+request timeline built on it pairs every HTTP request with its response; a per-connection
+link decides what is forwarded and can reset its connection."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
 
-from hybridcache_dev.harness.tcp_proxy import Forwarder
+from hybridcache_dev.harness.tcp_proxy import Connection, Forwarder, Link, LoopThread, Side
 from tests.scaleout.fleet import TimelineProxy
 
 pytestmark = pytest.mark.timeout(30)
@@ -89,3 +92,32 @@ def test_the_timeline_pairs_each_request_with_its_response(http_upstream: int) -
     assert proxy.count_since(0) == 5, f"{proxy.count_since(0)} requests timed, 5 sent"
     assert len(spans) == 5, f"{len(spans)} responses paired with requests, 5 answered"
     assert all(end >= start for start, end in spans), spans
+
+
+class _Strip(Link):
+    """Removes b"NOISE" from what goes up; remembers each link's connection for the test."""
+
+    opened_links: ClassVar[list[_Strip]] = []
+
+    def opened(self, connection: Connection) -> None:
+        super().opened(connection)
+        self.opened_links.append(self)
+
+    async def forward(self, side: Side, data: bytes) -> bytes | None:
+        return data.replace(b"NOISE", b"") if side == "up" else data
+
+
+def test_a_link_decides_what_is_forwarded_and_can_reset_its_connection(http_upstream: int) -> None:
+    loop = LoopThread("test-forwarder")
+    forwarder = loop.run(Forwarder(http_upstream, links=_Strip).start())
+    try:
+        with socket.create_connection(("127.0.0.1", forwarder.port), timeout=5) as sock:
+            sock.sendall(b"NOISEGET /x HTTP/1.1\r\nHost: x\r\n\r\n")  # the upstream would refuse the noise
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200"), "the forwarded request was not answered"
+            (link,) = _Strip.opened_links
+            loop.call(link.connection.close, "rst")
+            with pytest.raises(ConnectionResetError):
+                sock.recv(10)  # an RST, not an EOF
+    finally:
+        loop.run(forwarder.close())
+        loop.stop()

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from hybridcache.server.api import convert
+from hybridcache.server import convert
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.values import (
     CreditCost,

@@ -12,7 +12,13 @@ import grpc
 from grpc import aio
 
 from hybridcache.client._config import WatchConfig
-from hybridcache.client._watch import Backoff, ProgressCallback, ResyncCallback, WatchState, is_terminal
+from hybridcache.client._watch import (
+    ProgressCallback,
+    ResyncCallback,
+    WatchState,
+    is_terminal,
+    reconnect_backoff,
+)
 from hybridcache.client.errors import from_rpc_error
 from hybridcache.v1 import hybridcache_pb2 as pb
 
@@ -45,7 +51,7 @@ class AsyncWatchStream(AsyncIterator[pb.ChangeEvent]):
     ) -> None:
         self._open_call = open_call
         self._state = WatchState(request, resume_token, config.max_batch)
-        self._backoff = Backoff(config)
+        self._backoff = reconnect_backoff(config)
         self._idle_timeout = config.idle_timeout
         self._on_resync = on_resync
         self._on_progress = on_progress

@@ -21,7 +21,6 @@ block, or dropping the last reference) cancels the call and stops the watchdog t
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import weakref
@@ -32,6 +31,7 @@ from typing import Any
 import grpc
 
 from hybridcache.client._config import WatchConfig
+from hybridcache.client.backoff import Backoff, BackoffPolicy
 from hybridcache.client.errors import from_rpc_error
 from hybridcache.v1 import hybridcache_pb2 as pb
 
@@ -60,21 +60,9 @@ def is_terminal(error: grpc.RpcError) -> bool:
     return callable(code) and code() in _TERMINAL_CODES
 
 
-class Backoff:
-    """Exponential backoff with equal jitter; `reset()` once a connection delivered."""
-
-    def __init__(self, config: WatchConfig) -> None:
-        self._initial = config.initial_backoff
-        self._max = config.max_backoff
-        self._attempt = 0
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self._max, self._initial * 2.0 ** min(self._attempt, 32))
-        self._attempt += 1
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+def reconnect_backoff(config: WatchConfig) -> Backoff:
+    """The stream's reconnect delays (equal jitter); `reset()` once a connection delivered."""
+    return Backoff(BackoffPolicy(config.initial_backoff, config.max_backoff))
 
 
 class WatchState:
@@ -220,7 +208,7 @@ class WatchStream(Iterator[pb.ChangeEvent]):
     ) -> None:
         self._open_call = open_call
         self._state = WatchState(request, resume_token, config.max_batch)
-        self._backoff = Backoff(config)
+        self._backoff = reconnect_backoff(config)
         self._on_resync = on_resync
         self._on_progress = on_progress
         self._guard = _CallGuard(config.idle_timeout)

@@ -42,6 +42,10 @@ class Call:
     # A mixed workload: request i goes to `methods[method_of[i]]` (then `method` is unused).
     methods: tuple[str, ...] = ()
     method_of: bytes = b""
+    # Connections per client process: 1 (the default) shares one; N gives each caller thread
+    # channel `thread % N`, each its own connection (a local subchannel pool), so that a
+    # SO_REUSEPORT server (`--workers`) sees as many connections as callers to spread.
+    channels: int = 1
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,11 @@ class LoadResult:
     latencies_ns: array.array[int] = field(default_factory=lambda: array.array("q"))  # every sample
 
 
-def _caller(job: _Job, stubs: list[Any], index: int, out: list[_Result]) -> None:
+def _caller(job: _Job, stubs_by_channel: list[list[Any]], index: int, out: list[_Result]) -> None:
     import grpc  # noqa: PLC0415 (imported in the spawned child only)
 
     call = job.call
+    stubs = stubs_by_channel[index % len(stubs_by_channel)]
     requests = call.requests
     n = len(requests)
     # Callers start evenly spread over the requests, so with enough distinct requests no two
@@ -117,17 +122,17 @@ def _worker_main(conn: Connection) -> None:
     import grpc  # noqa: PLC0415
 
     cpus.pin(cpus.LOAD_CPU)
-    channels: dict[str, Any] = {}
+    channels: dict[tuple[str, int], list[Any]] = {}
     while True:
         job: _Job | None = conn.recv()
         if job is None:
             break
-        channel = channels.get(job.call.target)
-        if channel is None:
-            channel = channels[job.call.target] = grpc.insecure_channel(job.call.target)
-            grpc.channel_ready_future(channel).result(timeout=10)
-        stubs: list[grpc.UnaryUnaryMultiCallable[bytes, bytes]] = [
-            channel.unary_unary(m) for m in (job.call.methods or (job.call.method,))
+        key = (job.call.target, job.call.channels)
+        opened = channels.get(key)
+        if opened is None:
+            opened = channels[key] = _open_channels(job.call.target, job.call.channels)
+        stubs: list[list[grpc.UnaryUnaryMultiCallable[bytes, bytes]]] = [
+            [channel.unary_unary(m) for m in (job.call.methods or (job.call.method,))] for channel in opened
         ]
         results: list[_Result] = [_Result() for _ in range(job.threads)]
         cpu_before = time.process_time()
@@ -151,8 +156,21 @@ def _worker_main(conn: Connection) -> None:
                 next((r.error_text for r in results if r.error_text), ""),
             )
         )
-    for channel in channels.values():
-        channel.close()
+    for opened in channels.values():
+        for channel in opened:
+            channel.close()
+
+
+def _open_channels(target: str, count: int) -> list[Any]:
+    import grpc  # noqa: PLC0415
+
+    # Two channels with the same arguments share one connection (gRPC's global subchannel
+    # pool) unless each has a pool of its own.
+    options = [("grpc.use_local_subchannel_pool", 1)] if count > 1 else []
+    opened = [grpc.insecure_channel(target, options=options) for _ in range(count)]
+    for channel in opened:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    return opened
 
 
 class LoadPool:

@@ -21,7 +21,18 @@ from hybridcache_dev.bench.loadgen import LoadPool
 from hybridcache_dev.bench.suite import Bench, Group, Plan
 from hybridcache_dev.stack.redis_process import RedisProcess
 
-GROUPS = ("server-model", "redis", "wrapper", "service", "propagation", "memory", "strategy")
+GROUPS = (
+    "server-model",
+    "redis",
+    "wrapper",
+    "service",
+    "http-client",
+    "workers",
+    "peers",
+    "propagation",
+    "memory",
+    "strategy",
+)
 # tenants x users x operation codes: the strategy workload's data (4k users rather than 10k keeps
 # the full-replication preload and the whole suite inside its 10-minute budget)
 WRAPPER_SCALE = "5x4000x1000"
@@ -35,6 +46,7 @@ class Stack:
     stack: contextlib.ExitStack
     _wrapper: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)  # this run's groups so far, by name
 
     def wrapper(self) -> Any:
         if self._wrapper is None:
@@ -72,6 +84,18 @@ def _run_group(name: str, bench: Bench, stack: Stack) -> Group:  # noqa: PLR0911
         from hybridcache_dev.bench.service import service_group  # noqa: PLC0415
 
         return service_group(bench, stack.redis, stack.wrapper())
+    if name == "http-client":
+        from hybridcache_dev.bench.httpfloor import http_client_group  # noqa: PLC0415
+
+        return http_client_group(bench, stack.wrapper(), stack.groups.get("service"))
+    if name == "workers":
+        from hybridcache_dev.bench.workers import workers_group  # noqa: PLC0415
+
+        return workers_group(bench, stack.redis, stack.wrapper())
+    if name == "peers":
+        from hybridcache_dev.bench.peers import peers_group  # noqa: PLC0415
+
+        return peers_group(bench, stack.redis, stack.wrapper())
     if name == "propagation":
         from hybridcache_dev.bench.propagation import propagation_group  # noqa: PLC0415
 
@@ -131,6 +155,7 @@ def main(argv: list[str]) -> int:
                 print(f"  FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
                 failed.append(name)
                 continue
+            stack.groups[name] = group
             data = report.group_json(group, env)
             report.print_group(data)
             if not args.no_write and not plan.quick:  # a smoke run never replaces real figures

@@ -16,6 +16,8 @@ import contextlib
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
@@ -138,8 +140,11 @@ def _serve_aio(conn: Connection) -> None:
 def _serve_service(conn: Connection, env: Mapping[str, str]) -> None:
     from hybridcache.server.app import create_service  # noqa: PLC0415
     from hybridcache.server.config import load_settings  # noqa: PLC0415
+    from hybridcache.server.ops.logs import configure_logging  # noqa: PLC0415
 
     settings = load_settings({"HYBRIDCACHE_HOST": "127.0.0.1", "HYBRIDCACHE_PORT": "0", **env})
+    _stdout_to_a_reader()
+    configure_logging(settings.log_format, settings.log_level, flush_interval_s=settings.log_flush_interval_s)
     applied: dict[str, int] = {}
     service = create_service(
         settings, extra_handlers=[bench_handler(applied)], on_change_applied=_recorder(applied)
@@ -147,6 +152,18 @@ def _serve_service(conn: Connection, env: Mapping[str, str]) -> None:
     conn.send(service.port)
     conn.recv()
     service.stop(1)
+
+
+def _stdout_to_a_reader() -> None:
+    """The Service's stdout (its log lines) into a pipe that a process on the load core reads
+    and discards, as a container runtime reads a container's stdout: the server pays the
+    writes, as deployed, and no line reaches the bench's terminal."""
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    cpus.pin(cpus.LOAD_CPU, reader.pid)
+    assert reader.stdin is not None
+    sys.stdout.flush()
+    os.dup2(reader.stdin.fileno(), 1)
+    reader.stdin.close()
 
 
 def _child_main(kind: str, env: Mapping[str, str], conn: Connection) -> None:

@@ -33,7 +33,7 @@ def service_env(redis: RedisProcess, wrapper: Any, **overrides: str) -> dict[str
         "HYBRIDCACHE_REDIS_URL": redis.url,
         "HYBRIDCACHE_INSECURE_DEV_MODE": "true",
         # One log line per RPC is an operator's choice; the figures are of the RPC path itself
-        # (the per-RPC log line is measured separately: `service.empty.logged`).
+        # (the service group measures the Service as shipped, log line on).
         "HYBRIDCACHE_LOG_RPCS": "false",
         "HYBRIDCACHE_LOG_LEVEL": "warning",
         "HYBRIDCACHE_LOG_FORMAT": "json",

@@ -27,6 +27,7 @@ import grpc
 import httpx
 
 from hybridcache.v1 import hybridcache_pb2 as pb
+from hybridcache_dev.bench import cpus
 from hybridcache_dev.bench.loadgen import Call
 from hybridcache_dev.bench.proxy import CountingProxy
 from hybridcache_dev.bench.stack import (
@@ -65,14 +66,6 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "hybrid": {},
     "full": {"user-profiles": _KEEP, "org-units": _KEEP},
 }
-
-
-def _rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _redis_out(redis: RedisProcess) -> int:
@@ -167,7 +160,7 @@ def _one(bench: Bench, redis: RedisProcess, wrapper: Any, name: str, workload: A
         env = service_env(redis, proxied, kind_policies=json.dumps(STRATEGIES[name]))
         with start_service(env) as server:
             assert server.pid is not None
-            row: dict[str, Any] = {"rss_at_start": _rss_bytes(server.pid)}
+            row: dict[str, Any] = {"rss_at_start": cpus.rss_bytes(server.pid)}
             if name == "full":
                 users = 200 if plan.quick else USERS
                 preload = tuple(
@@ -204,7 +197,7 @@ def _one(bench: Bench, redis: RedisProcess, wrapper: Any, name: str, workload: A
                 "wrapper_calls_per_1000_reads": round(calls * 1000 / max(1, reads), 1),
                 "wrapper_bytes_workload": sum(proxy.counts()) - bytes_before,
                 "redis_bytes_out_workload": _redis_out(redis) - redis_before,
-                "rss_after": _rss_bytes(server.pid),
+                "rss_after": cpus.rss_bytes(server.pid),
                 "entries": _entries(server.target),
                 "changes": len(stale) + prober.not_seen,
                 "staleness_p50_ms": round(percentile(stale, 50) * 1000, 1) if stale else None,

@@ -41,9 +41,12 @@ class Figure:
     notes: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        # The distribution of the figure only, not of each run: the JSON is committed.
+        quantiles = self.summary.quantiles_json()
         return {
             "name": self.name,
             **self.summary.to_json(),
+            **({"quantiles_us": quantiles} if quantiles else {}),
             "runs": [r.to_json() for r in self.runs],
             "notes": self.notes,
         }
@@ -94,6 +97,9 @@ class Load:
     call: Call
     in_flight: int
     server_pid: int | None = None
+    # A server of several processes (`--workers`): its CPU is the sum over these pids (then
+    # `server_pid` is not read; server CPU may exceed 1.0).
+    server_pids: tuple[int, ...] = ()
 
 
 class Bench:
@@ -108,10 +114,7 @@ class Bench:
         runs: dict[str, list[tuple[LoadResult, float]]] = {name: [] for name in loads}
         names = list(loads)
         for run in range(self.plan.runs):
-            # Each round starts at a different load, so that no figure always runs first
-            # (after a pause) or last.
-            start = run * len(names) // self.plan.runs
-            for name in names[start:] + names[:start]:
+            for name in rotated(names, run, self.plan.runs):
                 runs[name].append(self._one(loads[name]))
         figures = {}
         for name, results in runs.items():
@@ -132,8 +135,8 @@ class Bench:
         return figures
 
     def _one(self, load: Load) -> tuple[LoadResult, float]:
-        pid = load.server_pid
-        cpu_before = cpus.process_cpu_s(pid) if pid else 0.0
+        pids = load.server_pids or ((load.server_pid,) if load.server_pid else ())
+        cpu_before = sum(cpus.process_cpu_s(pid) for pid in pids)
         wall_before = time.monotonic()
         result = self.pool.run(
             load.call,
@@ -143,8 +146,16 @@ class Bench:
             max_calls=self.plan.max_calls,
         )
         wall = time.monotonic() - wall_before - START_SLACK_S  # the server idles during the slack
-        server_cpu = round((cpus.process_cpu_s(pid) - cpu_before) / wall, 2) if pid else 0.0
+        cpu = sum(cpus.process_cpu_s(pid) for pid in pids) - cpu_before
+        server_cpu = round(cpu / wall, 2) if pids else 0.0
         return result, server_cpu
+
+
+def rotated(names: Sequence[str], run: int, runs: int) -> list[str]:
+    """The order of round `run` of `runs`: each round starts at a different name, so that no
+    figure always runs first (after a pause) or last."""
+    start = run * len(names) // runs
+    return [*names[start:], *names[:start]]
 
 
 def timed_samples(fn: Callable[[], object], *, count: int, warmup: int) -> list[int]:
@@ -168,5 +179,6 @@ def pooled(runs: Sequence[Sequence[int]], summaries: Sequence[Summary]) -> Summa
     middle = median_of(summaries)
     whole = summarize(merged, seconds=1.0)
     return Summary(
-        len(merged), whole.p50_us, whole.p99_us, whole.max_us, middle.throughput_per_s, middle.errors
-    )
+        len(merged), whole.p50_us, whole.p99_us, whole.max_us, middle.throughput_per_s, middle.errors,
+        quantiles_us=whole.quantiles_us,  # the pooled samples' distribution
+    )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from fractions import Fraction
 
 
 def percentile(values: Iterable[float], p: float) -> float:
@@ -21,5 +22,6 @@ def percentile(values: Iterable[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return math.nan
-    rank = math.ceil(p / 100 * len(ordered))
+    # Exact: as floats, 99.9 / 100 * 10_000 is 9990.000000000002, one rank too high.
+    rank = math.ceil(Fraction(str(p)) * len(ordered) / 100)
     return float(ordered[rank - 1])

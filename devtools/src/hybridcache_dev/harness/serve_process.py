@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from hybridcache.server.ops.readiness import wait_serving
+from hybridcache_dev.bench import cpus
 
 
 class ServeProcess:
@@ -63,7 +64,7 @@ class ServeProcess:
     def rss_bytes(self) -> int:
         """Resident set size from /proc (no psutil here)."""
         assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        rss = cpus.rss_bytes(self.process.pid)
+        if not rss:
+            raise RuntimeError("no VmRSS")
+        return rss

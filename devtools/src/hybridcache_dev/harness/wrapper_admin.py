@@ -4,6 +4,8 @@ counts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -53,10 +55,15 @@ class WrapperAdmin:
             )
         )
 
-    def put_flag(self, tenant: str, key: str, enabled: bool, value: str) -> dict[str, Any]:
+    def put_flag(
+        self, tenant: str, key: str, enabled: bool, value: str, *, include_value: bool = True
+    ) -> dict[str, Any]:
+        """`include_value=False`: the notification leaves the value out (the service refetches)."""
         return self._ok(
             self.http.put(
-                f"/admin/tenants/{tenant}/feature-flags/{key}", json={"enabled": enabled, "value": value}
+                f"/admin/tenants/{tenant}/feature-flags/{key}",
+                json={"enabled": enabled, "value": value},
+                params={} if include_value else {"include_value": "false"},
             )
         )
 
@@ -65,6 +72,11 @@ class WrapperAdmin:
             self.http.put(
                 f"/admin/tenants/{tenant}/users/{user}/status", json={"active": active, "roles": roles}
             )
+        )
+
+    def put_role(self, tenant: str, role: str, permissions: list[str]) -> dict[str, Any]:
+        return self._ok(
+            self.http.put(f"/admin/tenants/{tenant}/roles/{role}", json={"permissions": permissions})
         )
 
     def patch_profile(self, tenant: str, user: str, **fields: str) -> dict[str, Any]:
@@ -87,6 +99,15 @@ class WrapperAdmin:
 
     def clear_faults(self) -> None:
         self._ok(self.http.delete("/admin/faults"))
+
+    @contextmanager
+    def faults(self, **body: Any) -> Iterator[None]:
+        """`set_faults(**body)` (e.g. latencyMs=400, failStatus=503) for the block; cleared after."""
+        self.set_faults(**body)
+        try:
+            yield
+        finally:
+            self.clear_faults()
 
     def stats(self) -> dict[str, Any]:
         return self._ok(self.http.get("/admin/stats"))

@@ -28,6 +28,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from hybridcache.client.backoff import Backoff, BackoffPolicy
 from hybridcache.server.api.auth import Authenticator, Caller
 from hybridcache.server.api.capacity import Lanes, MessageWatch
 from hybridcache.server.api.catch_up import FleetResume
@@ -60,7 +61,8 @@ from hybridcache.v1 import hybridcache_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-_WARM_RETRY_S = (0.2, 5.0)  # backoff bounds while the Wrapper is not answering at start
+# While the Wrapper is not answering at start; jittered so a fleet started together spreads out.
+_WARM_RETRY = BackoffPolicy(initial_s=0.2, cap_s=5.0)
 _REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas do not align
 
 
@@ -91,7 +93,6 @@ class Service:
         self.tracing = tracing_from_environment() if tracing is None else tracing  # OTEL_*: off by default
         self.stopping = threading.Event()
         self.metrics = Metrics()
-        self.synced_at: dict[str, float] = {}  # tenant -> wall time of its last snapshot load
         # Replicas are long-lived objects the cyclic collector need not rescan (ops/heap.py).
         self.heap = HeapSettler() if settings.gc_freeze else None
         self.wrapper = WrapperClient(
@@ -182,10 +183,8 @@ class Service:
             self.tracing.traced_cache(self.cache),
             freshness=self.freshness,
             stats_extra=self._stats_extra,
-            repairing=self.feed.ingestor.worker.pending,  # keys awaiting a refetch: REPAIRING
-            snapshots=SnapshotLister(
-                self.cache, self.hub, self.feed.ingestor.order, freshness=self.freshness
-            ),
+            repairing=self.feed.pending_repairs,  # keys awaiting a refetch: REPAIRING
+            snapshots=SnapshotLister(self.cache, self.hub, self.feed.apply_order, freshness=self.freshness),
         )
         # Each open WatchChanges stream holds a thread in the sync server: the stream lane
         # has one per allowed stream; unary calls, reflection and health have their own.
@@ -261,7 +260,7 @@ class Service:
         )
 
     def _snapshot_loaded(self, tenant_id: str) -> None:
-        self.synced_at[tenant_id] = time.time()
+        # A load allocated, installed or not: the heap settles (replica ages come from the core).
         if self.heap is not None:
             self.heap.loaded()
 
@@ -341,18 +340,17 @@ class Service:
     def _warm_up(self) -> None:
         """Load the configured tenants' replicas, retrying until the Wrapper answers; then SERVING."""
         pending = list(self.settings.tenants)
-        pause = _WARM_RETRY_S[0]
+        backoff = Backoff(_WARM_RETRY)
         while pending and not self.stopping.is_set():
             tenant = pending[0]
             try:
                 self.cache.ensure_tenant(tenant)
             except CacheError as exc:
                 log.warning("replica of tenant %s not loaded yet: %s (retrying)", tenant, exc.reason)
-                self.stopping.wait(pause)
-                pause = min(pause * 2, _WARM_RETRY_S[1])
+                self.stopping.wait(backoff.next_delay())
                 continue
             pending.pop(0)
-            pause = _WARM_RETRY_S[0]
+            backoff.reset()
         if not self.stopping.is_set():
             if self.heap is not None:
                 self.heap.settle_now()  # the one long pause, before any caller is sent here
@@ -365,7 +363,7 @@ class Service:
         if interval <= 0:
             return
         while not self.stopping.wait(interval * random.uniform(1 - _REFRESH_JITTER, 1 + _REFRESH_JITTER)):
-            self.feed.ingestor.worker.request_resync()
+            self.feed.request_resync()
 
     def stop(self, grace_s: float | None = None, drain_s: float | None = None) -> None:
         """Health NOT_SERVING, end streams, keep taking calls for the drain period (balancers and

@@ -84,7 +84,7 @@ def serve(workers: int | None = None) -> int:
     from hybridcache.server.app import create_service  # noqa: PLC0415 (config errors first, fast)
     from hybridcache.server.ops.logs import configure_logging  # noqa: PLC0415
 
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, flush_interval_s=settings.log_flush_interval_s)
     if os.environ.get(WORKER_ENV, "0") == "0":  # said once, not by every worker
         for line in config_warnings(settings, os.environ):
             log.warning(line)

@@ -314,6 +314,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_rpcs: bool = Field(True, description="One log line per RPC (caller, method, code, duration).")
+    log_flush_interval_s: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="JSON log lines are written together at most this long after they were logged "
+        "(one write per interval, not per line); 0: each line at once. Lost on SIGKILL.",
+    )
 
     @field_validator("verify_buckets")
     @classmethod

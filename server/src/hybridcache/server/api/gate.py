@@ -141,7 +141,7 @@ class _Route:
 
     def enter(self, caller: Caller | None, context: grpc.ServicerContext) -> None:
         if self.series is not None:
-            self.series.started.inc()
+            self.series.start()
         if caller is not None:
             _current.caller = caller
             if caller.tls_identity is not None:
@@ -250,6 +250,7 @@ class Gate(grpc.ServerInterceptor):
         self._log_rpcs = log_rpcs
         self._lock = threading.Lock()
         self._budgets: dict[str, _Budget] = {}
+        self._limits_by_caller: dict[str, CallerLimits] = {}
         # Full method name -> its route, rebuilt if the service hands out another handler.
         self._routes: dict[str, _Route | None] = {}
 
@@ -319,7 +320,7 @@ class Gate(grpc.ServerInterceptor):
         def refuse(_requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             if series is not None:
-                series.started.inc()
+                series.start()
             try:
                 abort(context, refusal.reason, refusal.message, retry_after_s=refusal.retry_after_s)
             finally:
@@ -330,8 +331,18 @@ class Gate(grpc.ServerInterceptor):
 
     # --- per-caller budgets
 
+    def _limits(self, caller: Caller) -> CallerLimits:
+        # A caller's limits are configuration: looked up once, not built on every call.
+        limits = self._limits_by_caller.get(caller.name)
+        if limits is None:
+            limits = self._limits_by_caller[caller.name] = self._limits_for(caller)
+        return limits
+
     def _take_budget(self, caller: Caller, *, counts_in_flight: bool) -> _Refusal | None:
-        limits = self._limits_for(caller)
+        limits = self._limits(caller)
+        counts_in_flight = counts_in_flight and limits.max_in_flight > 0
+        if limits.rate_per_s <= 0 and not counts_in_flight:
+            return None  # nothing to count (the insecure dev caller by default): no lock
         retry_after = 0.0
         refused = ""
         with self._lock:
@@ -348,7 +359,7 @@ class Gate(grpc.ServerInterceptor):
                 else:
                     budget.tokens -= 1.0
             if not refused and counts_in_flight:
-                if limits.max_in_flight and budget.in_flight >= limits.max_in_flight:
+                if budget.in_flight >= limits.max_in_flight:
                     refused = "in-flight"
                     retry_after = _BUSY_RETRY_S
                 else:
@@ -369,6 +380,8 @@ class Gate(grpc.ServerInterceptor):
         )
 
     def release(self, caller: Caller) -> None:
+        if self._limits(caller).max_in_flight <= 0:
+            return  # not counted (_take_budget)
         with self._lock:
             self._budgets[caller.name].in_flight -= 1
 
@@ -387,8 +400,7 @@ class Gate(grpc.ServerInterceptor):
 
     def record(self, series: RpcSeries, caller: Caller | None, code: str, started: float) -> None:
         seconds = time.perf_counter() - started
-        series.handled(code).inc()
-        series.seconds.observe(seconds)
+        series.end(code, seconds)
         if self._log_rpcs:
             log_rpc(caller.name if caller else "-", series.method, code, round(seconds * 1000, 3))
 

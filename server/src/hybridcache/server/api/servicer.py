@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import grpc
 
 from hybridcache.client.reasons import Reason
-from hybridcache.server.api import convert
+from hybridcache.server import convert
 from hybridcache.server.api.auth import Caller
 from hybridcache.server.api.errors import abort, abort_with
 from hybridcache.server.api.gate import current_caller

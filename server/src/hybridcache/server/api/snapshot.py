@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from typing import Final
 
 from hybridcache.client.reasons import Reason
-from hybridcache.server.api import convert
+from hybridcache.server import convert
 from hybridcache.server.core import HybridCache
 from hybridcache.server.core.errors import InvalidRequest
 from hybridcache.server.core.kinds import Kind

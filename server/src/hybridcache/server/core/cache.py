@@ -186,6 +186,10 @@ class HybridCache:
     def loaded_tenants(self) -> list[str]:
         return self._replica.loaded_tenants()
 
+    def replica_ages(self) -> dict[str, float]:
+        """Per loaded tenant, seconds since its replica's oldest installed snapshot was fetched."""
+        return self._replica.replica_ages()
+
     def is_loaded(self, tenant_id: str) -> bool:
         return self._replica.is_loaded(tenant_id)
 

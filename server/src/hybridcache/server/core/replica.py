@@ -294,10 +294,10 @@ class ReplicaSet:
 
     def _fetch_snapshots(
         self, tenant_id: str, kinds: Sequence[Kind], deadline: float | None
-    ) -> dict[Kind, tuple[dict[str, Entry], int]]:
-        """Fetch and build (outside the lock) the maps of `kinds`, each with its version high water;
-        entries share one stored_at."""
-        built: dict[Kind, tuple[dict[str, Entry], int]] = {}
+    ) -> dict[Kind, tuple[dict[str, Entry], int, float]]:
+        """Fetch and build (outside the lock) the maps of `kinds`, each with its version high water
+        and the time it was fetched (which its entries share as stored_at)."""
+        built: dict[Kind, tuple[dict[str, Entry], int, float]] = {}
         tenant_counters = self._counters.of(tenant_id)
         for kind in kinds:
             counters = tenant_counters[kind]
@@ -313,7 +313,7 @@ class ReplicaSet:
                 entries = {key: make_entry(value, stored_at) for key, value in snapshot.items.items()}
             else:
                 entries = {key: Entry(value, stored_at) for key, value in snapshot.items.items()}
-            built[kind] = (entries, _high_water(snapshot))
+            built[kind] = (entries, _high_water(snapshot), stored_at)
         return built
 
     # --- writes
@@ -501,6 +501,17 @@ class ReplicaSet:
 
     def loaded_tenants(self) -> list[str]:
         return [tenant_id for tenant_id, tenant in list(self._tenants.items()) if tenant.loaded]
+
+    def replica_ages(self) -> dict[str, float]:
+        """Per loaded tenant, seconds since its oldest kind's installed snapshot was fetched (a
+        snapshot superseded or fenced before it installed does not count)."""
+        now = self._clock()
+        ages: dict[str, float] = {}
+        for tenant_id, tenant in list(self._tenants.items()):
+            times = [k.loaded_at for k in tenant.kinds.values() if k.loaded_at is not None]
+            if tenant.loaded and times:
+                ages[tenant_id] = now - min(times)
+        return ages
 
     def is_loaded(self, tenant_id: str) -> bool:
         tenant = self._tenants.get(tenant_id)

@@ -69,6 +69,7 @@ class KindReplica:
     __slots__ = (
         "high_water",
         "kind",
+        "loaded_at",
         "loading",
         "map",
         "reload",
@@ -88,6 +89,7 @@ class KindReplica:
         self.touched: dict[str, int] = {}
         self.tombstones: dict[str, int] = {}
         self.high_water = 0
+        self.loaded_at: float | None = None  # clock time of the installed snapshot's fetch
 
     def held_version(self, key: str) -> int:
         entry = self.map.get(key) or self.suspects.get(key)
@@ -109,10 +111,11 @@ class KindReplica:
             self.touched = {}
 
     def install(
-        self, flight: Flight[None], new: dict[str, Entry], high_water: int = 0, *, diff: bool
+        self, flight: Flight[None], new: dict[str, Entry], high_water: int, loaded_at: float, *, diff: bool
     ) -> list[Change]:
         """Swap in the snapshot `flight` loaded (its items, and `high_water`: no item's version is
-        above it), keeping what was written during the load; returns the key-level diff (if `diff`)."""
+        above it; `loaded_at`: when it was fetched), keeping what was written during the load;
+        returns the key-level diff (if `diff`)."""
         if self.loading is not flight:
             if self.loading is None and self.reload:
                 # Fenced by invalidate_kind and no newer load running: the items are only good as
@@ -135,6 +138,7 @@ class KindReplica:
                 suspects[key] = dropped if dropped is not None else self.suspects[key]
         changes = self._diff(new, suspects) if diff else []
         self.high_water = max(self.high_water, high_water)
+        self.loaded_at = loaded_at
         self.map = new  # the atomic swap readers see
         self.suspects = suspects
         if self.tombstones:

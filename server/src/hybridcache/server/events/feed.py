@@ -8,7 +8,8 @@ the replica loads, so nothing published during the load is lost), `freshness()` 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -18,6 +19,7 @@ from hybridcache.server.events.decode import DEFAULT_MAX_BYTES, DecoderConfig
 from hybridcache.server.events.ingest import REPLICA_KINDS, EventIngestor
 from hybridcache.server.events.ports import ChangeCache, NoticeSink
 from hybridcache.server.events.reader import Freshness, RedisReader
+from hybridcache.server.events.repair import PendingRefetch, Slot
 from hybridcache.server.events.signing import DEFAULT_WINDOW_MS
 from hybridcache.server.events.stats import EventStats
 from hybridcache.server.events.stream_reader import PositionSink, RedisStreamReader
@@ -129,6 +131,29 @@ class ChangeFeed:
     @property
     def stats(self) -> EventStats:
         return self.ingestor.stats
+
+    # --- the face the composition root and the telemetry use (not the parts behind it)
+
+    @property
+    def apply_order(self) -> threading.Lock:
+        """Held while one change is applied and published: a snapshot taken under it sees both or neither."""
+        return self.ingestor.order
+
+    @property
+    def pending_repairs(self) -> Mapping[Slot, PendingRefetch]:
+        """The keys awaiting a successful refetch (their answers say REPAIRING): a live view."""
+        return self.ingestor.worker.pending
+
+    def pending_repair_count(self) -> int:
+        return self.ingestor.worker.pending_refetches()
+
+    def oldest_pending_repair_s(self) -> float:
+        """Seconds since the oldest pending key was first requested (0.0: none pending)."""
+        return self.ingestor.worker.oldest_pending_age_s()
+
+    def request_resync(self) -> None:
+        """A full resync of every loaded tenant, soon (the periodic refresh)."""
+        self.ingestor.worker.request_resync()
 
     def start(self) -> ChangeFeed:
         self.ingestor.start()

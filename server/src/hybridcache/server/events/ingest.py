@@ -17,7 +17,13 @@ and the cache's in-memory apply); anything that calls the Wrapper goes to the
 * a version implausibly far ahead (beyond the highest version the tenant-kind has seen plus
   the core's window) -> not applied: refetch that key, the Wrapper's answer wins;
 * "changed" without a usable new value -> refetch that key (every refetch is counted by
-  reason; the key stays pending, answers say REPAIRING, until a refetch succeeds);
+  reason; the key stays pending, answers say REPAIRING, until a refetch succeeds, or an
+  event at least as new as every request for it is applied: see below);
+* a versioned event for a pending key -> applied if newer than what is held, whatever its
+  oldValue (the held value is the one in doubt); it settles the repair when every request
+  for the key carried a version and none is above the event's (`RepairWorker.event_applied`);
+  otherwise the key stays pending (only the Wrapper can tell what a version-less request
+  referred to) while answering the event's newer value;
 * user-profile-changed / org-unit-changed -> invalidate only (fetched on the next read);
 * a gap (subscribe, reconnect, trimmed stream) -> drop the on-demand entries at once (their
   invalidations may have been missed) and ask the worker for a jittered, coalesced resync
@@ -37,6 +43,7 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.results import ApplyOutcome
 from hybridcache.server.events.decode import (
     NO_OLD_VALUE,
     Action,
@@ -45,7 +52,7 @@ from hybridcache.server.events.decode import (
     Rejection,
     decode,
 )
-from hybridcache.server.events.ports import ChangeCache, ChangeNotice, NoticeSink, Outcome
+from hybridcache.server.events.ports import ChangeCache, ChangeNotice, NoticeSink
 from hybridcache.server.events.ratelog import RateLimitedLog
 from hybridcache.server.events.repair import RefetchRequest, RepairWorker, now_ms
 from hybridcache.server.events.stats import EventStats
@@ -177,8 +184,13 @@ class EventIngestor:
     # --- the three actions
 
     def _apply(self, event: Event) -> None:
+        slot = (event.tenant_id, event.kind, event.key)
+        # A key being repaired holds a value known to be in doubt, so an oldValue compared with it
+        # tells nothing: a versioned event is applied if it is newer than what is held (the
+        # core's version order and window still decide), and may settle the repair.
+        repairing = bool(event.version) and slot in self.worker.pending
         try:
-            if event.old_value is NO_OLD_VALUE:
+            if event.old_value is NO_OLD_VALUE or repairing:
                 outcome, change = self._cache.apply(
                     event.tenant_id, event.kind, event.key, event.value, version=event.version
                 )
@@ -195,10 +207,12 @@ class EventIngestor:
             # A bug in the core, not the event's fault: fall back to asking the Wrapper.
             self.stats.add("apply_errors")
             log.exception("cache.apply failed; refetching the key instead")
-            self._refetch(event, "apply-error")
+            self._refetch(event, "apply-error", version=0)  # only the Wrapper settles this one
             return
-        if outcome == Outcome.APPLIED:
+        if outcome == ApplyOutcome.APPLIED:
             self.stats.add("applied", tenant=event.tenant_id)
+            if slot in self.worker.pending:
+                self.worker.event_applied(slot, event.version or 0)
             if change is not None:
                 self._publish(
                     ChangeNotice.of_change(
@@ -210,14 +224,14 @@ class EventIngestor:
                     )
                 )
             self._observe_lag(event)
-        elif outcome == Outcome.OLD_VERSION:
+        elif outcome == ApplyOutcome.OLD_VERSION:
             self.reject("old-version", event.tenant_id)
-        elif outcome == Outcome.OLD_VALUE_MISMATCH:
+        elif outcome == ApplyOutcome.OLD_VALUE_MISMATCH:
             self.stats.add("mismatches")
             self._refetch(event, "old-value-mismatch")
-        elif outcome == Outcome.IMPLAUSIBLE_VERSION:
+        elif outcome == ApplyOutcome.IMPLAUSIBLE_VERSION:
             self._refetch(event, "implausible-version")
-        elif outcome == Outcome.NOT_LOADED:
+        elif outcome == ApplyOutcome.NOT_LOADED:
             self.stats.add("not_loaded")  # not a tenant this instance holds
         else:  # INVALIDATED: the core dropped the key rather than store the value
             self.stats.add("invalidated", tenant=event.tenant_id)
@@ -232,7 +246,7 @@ class EventIngestor:
                     )
                 )
 
-    def _refetch(self, event: Event, reason: str) -> None:
+    def _refetch(self, event: Event, reason: str, *, version: int | None = None) -> None:
         self.stats.refetch_requested(reason)
         self.worker.request_refetch(
             RefetchRequest(
@@ -243,6 +257,7 @@ class EventIngestor:
                 event_type=event.event_type,
                 changed_fields=event.changed_fields,
                 event_time_ms=event.event_time_ms,
+                version=(event.version or 0) if version is None else version,
             )
         )
 

@@ -5,31 +5,19 @@
 change it caused through a `NoticeSink` (`on_change`), which the service adapts to the
 WatchChanges hub.
 
-The core's `ApplyOutcome` is a StrEnum; `Outcome` mirrors its values here so this package
-compares outcomes without importing the core at run time (StrEnum members compare equal to
-their string values, so `ApplyOutcome.APPLIED == Outcome.APPLIED`).
+Outcomes are the core's own `ApplyOutcome` (the events package depends on the core, never
+the other way).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from hybridcache.server.core.kinds import Kind
+from hybridcache.server.core.results import ApplyOutcome
 from hybridcache.server.core.values import Value
-
-
-class Outcome(StrEnum):
-    """The values of `hybridcache.server.core.ApplyOutcome`."""
-
-    APPLIED = "applied"
-    OLD_VERSION = "old-version"
-    OLD_VALUE_MISMATCH = "old-value-mismatch"
-    NOT_LOADED = "not-loaded"
-    INVALIDATED = "invalidated"
-    IMPLAUSIBLE_VERSION = "implausible-version"
 
 
 class AppliedChange(Protocol):
@@ -61,7 +49,7 @@ class ChangeCache(Protocol):
         *,
         version: int | None = None,
         expected_old: object = ...,
-    ) -> tuple[str, AppliedChange | None]:
+    ) -> tuple[ApplyOutcome, AppliedChange | None]:
         """Apply an event's new value (None: deletion). `expected_old` is left out when the
         event has no oldValue; otherwise it is the old value (None: "did not exist")."""
         ...

@@ -3,9 +3,9 @@ jittered exponential backoff, and the freshness state.
 
 A reader runs "sessions": connect, subscribe or position, read until stopped or the
 connection fails. Any failure ends the session; the next one starts after a backoff delay
-(full range [delay/2, delay], doubling up to `backoff_max_s`, reset once a session is
-live again). The thread survives everything: an unexpected exception is logged and
-treated like a lost connection.
+(the shared policy, `hybridcache.client.backoff`, with equal jitter: in [delay/2, delay],
+doubling up to `backoff_max_s`, reset once a session is live again). The thread survives
+everything: an unexpected exception is logged and treated like a lost connection.
 
 Why the backoff stops at 0.25 s by default (it was 5 s): after a Redis outage the reader's
 next attempt, not Redis, set how long answers stayed behind the Wrapper (up to the whole
@@ -41,6 +41,7 @@ from typing import Protocol
 
 import redis
 
+from hybridcache.client.backoff import Backoff, BackoffPolicy
 from hybridcache.server.events.connection import RedisHandle, SocketOptions, open_redis
 from hybridcache.server.events.ratelog import RateLimitedLog
 from hybridcache.server.events.stats import EventStats
@@ -88,13 +89,10 @@ class RedisReader:
         self.url = url
         self.sink = sink
         self.socket_options = socket_options
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
-        self._backoff_s = backoff_initial_s
+        self._backoff = Backoff(BackoffPolicy(backoff_initial_s, backoff_max_s), rng)
         self._open_handle = open_handle
         self._jitter_per_instance_s = jitter_per_instance_s
         self._queue_place = 0  # 1 + instances already subscribed at session start (0: unknown)
-        self._rng = rng or random.Random()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._live = False
@@ -147,7 +145,7 @@ class RedisReader:
 
     def _became_live(self) -> None:
         self._live = True
-        self._backoff_s = self._backoff_initial_s
+        self._backoff.reset()
 
     def _message_read(self) -> None:
         self._last_message_at = time.time()
@@ -199,9 +197,7 @@ class RedisReader:
                     handle.close()
             if self._stopping.is_set():
                 break
-            delay = self._rng.uniform(self._backoff_s / 2, self._backoff_s)
-            self._backoff_s = min(self._backoff_s * 2, self._backoff_max_s)
-            self._stopping.wait(delay)
+            self._stopping.wait(self._backoff.next_delay())
 
     def _lost(self, what: str) -> None:
         if self._live:

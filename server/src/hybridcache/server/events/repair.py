@@ -14,7 +14,10 @@ is queued here:
   one arrives while an attempt runs); the pending set is bounded, and an overflow turns
   into a full resync (which covers every key) instead of growing memory. While a key is
   pending, `pending` (a live mapping the servicer reads without a lock) holds it, so its
-  answers say REPAIRING in their provenance.
+  answers say REPAIRING in their provenance. An event applied to a pending key settles the
+  repair when it is at least as new as every request for it (`event_applied`: each request
+  carried a version, none above the event's); a request without a version can be settled by
+  the Wrapper only.
 * **Resyncs** of every loaded tenant after a gap (messages may have been missed). A resync
   starts after a random delay in [0, jitter_max_s] so a fleet that lost Redis at the same
   moment does not hit the Wrapper at the same moment. Gaps coalesce: any number of gaps
@@ -36,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from hybridcache.client.backoff import BackoffPolicy
 from hybridcache.server.core.errors import NotFound
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.events.ports import ChangeCache, ChangeNotice
@@ -62,6 +66,7 @@ class RefetchRequest:
     event_type: str
     changed_fields: tuple[str, ...]
     event_time_ms: int
+    version: int = 0  # the triggering event's version; 0: none (only the Wrapper can settle it)
 
 
 Slot = tuple[str, Kind, str]  # (tenant, kind, key)
@@ -73,6 +78,9 @@ class PendingRefetch:
 
     request: RefetchRequest  # the latest request (its notice carries that event's identity)
     since: float  # monotonic time of the first request
+    # The version an event must carry to settle the repair in the Wrapper's place: the highest
+    # version of the requests; None when one of them had none (only the Wrapper can settle it).
+    needs: int | None
     due: float  # when the next attempt may start
     attempts: int = 0
     running: bool = False
@@ -158,18 +166,40 @@ class RepairWorker:
                 # must not turn into a burst of calls to a Wrapper that is failing.
                 pending.request = request
                 pending.again = pending.running
+                pending.needs = _needs(pending.needs, request.version)
                 overflow = False
             elif len(self._pending) >= self._max_pending:
                 overflow = True
             else:
                 now = time.monotonic()
-                pending = self._pending[slot] = PendingRefetch(request, since=now, due=now)
+                needs = request.version or None
+                pending = self._pending[slot] = PendingRefetch(request, since=now, due=now, needs=needs)
                 self._schedule_locked(slot, pending)
                 overflow = False
         if overflow:
             self._stats.add("refetch_overflows")
             self._errors.note("refetch queue full: resyncing instead")
             self.request_resync()
+
+    def event_applied(self, slot: Slot, version: int) -> bool:
+        """An event's value (`version`: its version, 0 if none) was stored for a pending key.
+        True when that settles the repair: the event is at least as new as every request for
+        it (each carried a version, none above this one), so it is at least as new as what
+        the refetch was asked to bring. Otherwise the key stays pending, and an attempt in
+        flight is followed by one more: its answer was fenced by the event's write (not
+        stored, core/replica.py), yet it may have been the newer of the two."""
+        with self._cond:
+            pending = self._pending.get(slot)
+            if pending is None:
+                return False
+            if version > 0 and pending.needs is not None and version >= pending.needs:
+                del self._pending[slot]  # an attempt in flight finds it gone: nothing more
+                self._stats.add("refetches_settled_by_events")
+                self._cond.notify_all()
+                return True
+            if pending.running:
+                pending.again = True
+            return False
 
     def request_resync(self, jitter_max_s: float | None = None) -> None:
         """`jitter_max_s` lowers the configured jitter for this gap (a small fleet, reader.py)."""
@@ -285,8 +315,7 @@ class RepairWorker:
                 if done:  # an event came during the attempt: its refetch must start after it
                     pending.due = time.monotonic()
                 else:
-                    first, cap = self._refetch_backoff_s
-                    pause = min(cap, first * 2 ** (pending.attempts - 1)) * self._rng.uniform(0.5, 1.0)
+                    pause = BackoffPolicy(*self._refetch_backoff_s).delay(pending.attempts - 1, self._rng)
                     pending.due = time.monotonic() + pause
                 self._schedule_locked(slot, pending)
             self._cond.notify_all()  # wake wait_idle
@@ -390,9 +419,7 @@ class RepairWorker:
             self._resync_running = False
             if failed:
                 self._consecutive_failures += 1
-                first, cap = self._retry_backoff_s
-                pause = min(cap, first * 2 ** (self._consecutive_failures - 1))
-                pause *= self._rng.uniform(0.5, 1.0)
+                pause = BackoffPolicy(*self._retry_backoff_s).delay(self._consecutive_failures - 1, self._rng)
                 if self._resync_due is None:
                     self._resync_due = time.monotonic() + pause
                     self._retry_tenants |= failed
@@ -402,3 +429,8 @@ class RepairWorker:
             else:
                 self._consecutive_failures = 0
             self._cond.notify_all()
+
+
+def _needs(held: int | None, version: int) -> int | None:
+    """The version needed to settle a repair, after one more request with `version` (0: none)."""
+    return None if held is None or version <= 0 else max(held, version)

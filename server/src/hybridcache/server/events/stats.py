@@ -51,6 +51,7 @@ class StatsSnapshot:
     refetch_attempts: int
     refetch_overflows: int
     refetch_reasons: dict[str, int]
+    refetches_settled_by_events: int
     apply_errors: int
     sink_errors: int
     gaps: int
@@ -95,6 +96,8 @@ class EventStats:
     refetch_errors / refetch_not_found   attempts that failed (the key stays pending and is
                   retried) / found the entity gone (the key is dropped: repaired)
     refetch_overflows  requests beyond the pending bound (turned into a full resync)
+    refetches_settled_by_events  pending keys repaired by an event at least as new as every
+                  request for them (repair.py `event_applied`), not by a refetch
     apply_errors  cache.apply raised (a bug; the key is refetched)
     sink_errors   on_change raised (a bug downstream; the change itself was applied)
     gaps          times messages may have been missed (subscribe, reconnect, trim, overflow)
@@ -117,6 +120,7 @@ class EventStats:
     refetch_attempts: int = 0
     refetch_overflows: int = 0
     refetch_reasons: Counter[str] = field(default_factory=Counter)
+    refetches_settled_by_events: int = 0
     apply_errors: int = 0
     sink_errors: int = 0
     gaps: int = 0
@@ -167,6 +171,7 @@ class EventStats:
                 refetch_attempts=self.refetch_attempts,
                 refetch_overflows=self.refetch_overflows,
                 refetch_reasons=dict(self.refetch_reasons),
+                refetches_settled_by_events=self.refetches_settled_by_events,
                 apply_errors=self.apply_errors,
                 sink_errors=self.sink_errors,
                 gaps=self.gaps,

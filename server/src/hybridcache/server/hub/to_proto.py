@@ -1,14 +1,14 @@
 """Hub items -> WatchChanges messages, and the Kind enum both ways.
 
 Only the four replicated kinds travel as values on the stream; the value and kind
-conversions themselves are `api/convert.py`'s, shared with the unary RPCs.
+conversions themselves are `convert.py`'s (top level), shared with the unary RPCs.
 """
 
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hybridcache.server.api import convert
+from hybridcache.server import convert
 from hybridcache.server.core.values import CreditCost, FeatureFlag, RolePermissions, UserStatus, Value
 from hybridcache.server.hub.events import ResyncNeeded, Sequenced
 from hybridcache.v1 import hybridcache_pb2 as pb

@@ -12,17 +12,23 @@ per minute, and any other grpc record keeps only its text, with quoted values, a
 tracebacks removed.
 
 One line is hot: the gate's line per RPC (`log_rpc`). Through logging and structlog's chain
-it costs ~55 µs, ~10 % of an RPC; in JSON mode it is rendered from a fixed template and
-written straight to the handler's stream instead (~6 µs), the same line the chain renders.
+it costs ~55 µs, ~10 % of an RPC; in JSON mode it is rendered from a fixed template instead,
+the same line the chain renders. The service writes its JSON lines through a
+`CoalescedStream` (`HYBRIDCACHE_LOG_FLUSH_INTERVAL_S`, 0.1 s by default): the RPC line is
+handed over as a record and rendered by the stream's writer thread, with every line of the
+interval in one `write(2)` — the call itself pays an append (docs/BENCHMARKS.md has the cost
+of each way).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring_ascii
@@ -52,7 +58,8 @@ _RPC_LINE = (
 # With tracing on, the line also carries the RPC's trace id, as its last key.
 _RPC_LINE_TRACED = _RPC_LINE[:-1] + ', "trace_id": %s}'
 _UTC = datetime.UTC
-_now = datetime.datetime.now
+_from_timestamp = datetime.datetime.fromtimestamp
+_time = time.time
 
 # The current trace id ("" when none), set by tracing when it is on (hybridcache.server.ops.tracing).
 _trace_id: Callable[[], str] | None = None
@@ -63,7 +70,11 @@ def set_trace_id_source(source: Callable[[], str] | None) -> None:
     _trace_id = source
 
 
-def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
+def configure_logging(
+    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info", *, flush_interval_s: float = 0.0
+) -> None:
+    """`flush_interval_s` > 0 (JSON lines only): lines are gathered and written together at most
+    that long after they were logged (`CoalescedStream`), instead of one write per line."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -81,7 +92,10 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    stream: Any = sys.stdout
+    if flush_interval_s > 0 and not use_console:
+        stream = CoalescedStream(sys.stdout, flush_interval_s, render=rpc_line)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -111,25 +125,36 @@ def log_rpc(caller: str, method: str, code: str, duration_ms: float) -> None:
     trace_id = _trace_id() if _trace_id is not None else ""
     handler = _json_handler
     if handler is not None and _only_handler(_rpc_log) is handler and handler.formatter is _json_formatter:
-        fields = (
-            # structlog's TimeStamper(fmt="iso", utc=True), as the chain stamps other lines.
-            _now(_UTC).isoformat().replace("+00:00", "Z"),
-            encode_basestring_ascii(caller),
-            encode_basestring_ascii(method),
-            encode_basestring_ascii(code),
-            duration_ms,
-        )
-        line = (
-            _RPC_LINE_TRACED % (*fields, encode_basestring_ascii(trace_id))
-            if trace_id
-            else _RPC_LINE % fields
-        )
-        if _write(handler, line):
+        record = (_time(), caller, method, code, duration_ms, trace_id)
+        stream = handler.stream
+        if type(stream) is CoalescedStream:
+            stream.write_record(record)  # rendered by its writer, with the interval's others
+            return
+        if _write(handler, rpc_line(record)):
             return
     extra: dict[str, object] = {"caller": caller, "method": method, "code": code, "duration_ms": duration_ms}
     if trace_id:
         extra["trace_id"] = trace_id
     _rpc_log.info("rpc", extra=extra)
+
+
+RpcRecord = tuple[float, str, str, str, float, str]  # epoch seconds, caller, method, code, ms, trace id
+
+
+def rpc_line(record: RpcRecord) -> str:
+    """The RPC line as structlog's chain renders it, newline included (`_RPC_LINE`)."""
+    at, caller, method, code, duration_ms, trace_id = record
+    fields = (
+        # structlog's TimeStamper(fmt="iso", utc=True), as the chain stamps other lines.
+        _from_timestamp(at, _UTC).isoformat().replace("+00:00", "Z"),
+        encode_basestring_ascii(caller),
+        encode_basestring_ascii(method),
+        encode_basestring_ascii(code),
+        duration_ms,
+    )
+    if trace_id:
+        return _RPC_LINE_TRACED % (*fields, encode_basestring_ascii(trace_id)) + "\n"
+    return _RPC_LINE % fields + "\n"
 
 
 def _write(handler: logging.StreamHandler[Any], line: str) -> bool:
@@ -138,13 +163,94 @@ def _write(handler: logging.StreamHandler[Any], line: str) -> bool:
     which reports the failure its way (Handler.handleError)."""
     handler.acquire()
     try:
-        handler.stream.write(line + handler.terminator)
+        handler.stream.write(line)
         handler.stream.flush()
     except Exception:
         return False
     finally:
         handler.release()
     return True
+
+
+_RECORD_CHARS = 160  # about a rendered RPC line, for the buffer's bound
+
+
+class CoalescedStream:
+    """A text stream that gathers what is written and passes it on in one write per interval.
+
+    With a line per RPC, writing each line at once costs a `write(2)` per call (~5-10 µs here,
+    and the lines of concurrent calls contend for the stream's lock while it runs). Gathered,
+    the lines of an interval leave together from a background thread, in the order written.
+    A line is late by at most `interval_s`; what is gathered when the process is killed
+    (SIGKILL, not SIGTERM: `close` runs at exit) is lost. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        interval_s: float,
+        *,
+        max_buffered_chars: int = 1 << 16,
+        render: Callable[[Any], str] = str,
+    ) -> None:
+        self._target = target
+        self._render = render  # turns a `write_record` record into its text, at write time
+        self._interval_s = interval_s
+        self._max = max_buffered_chars
+        self._parts: list[Any] = []  # text, or records still to render
+        self._size = 0
+        self._lock = threading.Lock()  # one lock for gathering and writing: lines keep their order
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hybridcache-log-flush", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._parts.append(text)
+            self._size += len(text)
+            if self._size >= self._max:  # a burst: write now rather than hold unbounded text
+                self._drain_locked()
+        return len(text)
+
+    def write_record(self, record: object) -> None:
+        """A line given as a record: rendered when written, so the caller pays only this append."""
+        with self._lock:
+            self._parts.append(record)
+            self._size += _RECORD_CHARS
+            if self._size >= self._max:
+                self._drain_locked()
+
+    def flush(self) -> None:
+        """Called by the handler after every line: the line leaves with its interval's others."""
+
+    def drain(self) -> None:
+        """Write what is gathered now."""
+        with self._lock:
+            self._drain_locked()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.drain()
+
+    def isatty(self) -> bool:
+        return False
+
+    def _drain_locked(self) -> None:
+        if not self._parts:
+            return
+        parts, self._parts, self._size = self._parts, [], 0
+        try:
+            render = self._render
+            text = "".join(part if type(part) is str else render(part) for part in parts)
+            self._target.write(text)
+            self._target.flush()
+        except Exception:  # noqa: S110 (a closed or broken stdout: nowhere left to say so)
+            pass
+
+    def _run(self) -> None:
+        while not self._closed.wait(self._interval_s):
+            self.drain()
 
 
 def _only_handler(logger: logging.Logger) -> logging.Handler | None:

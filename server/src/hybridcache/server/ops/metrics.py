@@ -2,40 +2,39 @@
 
 Hot-path counters the core already keeps (hits, misses, stale per kind; subscriber counts)
 are NOT counted twice: a collector reads them at scrape time, so a cache hit pays nothing
-for metrics. Labels are low-cardinality only: method, code, kind, result, reason, tenant
-(tenants are few and configured; user ids, keys and callers' tokens never become labels).
+for metrics; state such as freshness is read so too (ops/telemetry.py). What is declared
+here is updated where it happens (tests/unit/test_metrics_coverage.py holds both to that).
+Labels are low-cardinality only: method, code, kind, result, reason, tenant (tenants are
+few and configured; user ids, keys and callers' tokens never become labels).
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# The `le` label values, written as prometheus_client's Histogram writes them.
+_float_label = cast("Callable[[float], str]", floatToGoString)
+_LATENCY_LABELS = tuple(_float_label(b) for b in _LATENCY_BUCKETS)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.rpc_started = Counter(
-            "grpc_server_started", "RPCs started.", ["grpc_method", "grpc_type"], registry=r
-        )
-        self.rpc_handled = Counter(
-            "grpc_server_handled", "RPCs completed, by status code.", ["grpc_method", "grpc_code"], registry=r
-        )
-        self.rpc_seconds = Histogram(
-            "grpc_server_handling_seconds",
-            "Time to handle an RPC.",
-            ["grpc_method"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        # The three gRPC series are kept by `RpcSeries` and read at scrape time (`_rpc_families`).
+        self._rpc_series: list[RpcSeries] = []
+        self._rpc_lock = threading.Lock()
+        r.register(_FunctionCollector(self._rpc_families))
         self.wrapper_fetch_seconds = Histogram(
             "hybridcache_wrapper_fetch_seconds",
             "Wrapper HTTP calls, by what was fetched and outcome.",
@@ -62,9 +61,6 @@ class Metrics:
             "Calls cancelled because their request message did not arrive in time.",
             registry=r,
         )
-        self.freshness_degraded = Gauge(
-            "hybridcache_freshness_degraded", "1 while change notifications are not flowing.", registry=r
-        )
         # Request bodies that are not the method's message (api/registration.py): INVALID_ARGUMENT.
         self.malformed_requests = Counter(
             "hybridcache_malformed_requests", "Request bodies that were not the method's message.",
@@ -72,7 +68,38 @@ class Metrics:
         )  # fmt: skip
 
     def rpc_series(self, method: str, grpc_type: str) -> RpcSeries:
-        return RpcSeries(self, method, grpc_type)
+        """The series of one method; the same object for every call of the same method."""
+        with self._rpc_lock:
+            for series in self._rpc_series:
+                if series.method == method and series.grpc_type == grpc_type:
+                    return series
+            series = RpcSeries(method, grpc_type)
+            self._rpc_series.append(series)
+            return series
+
+    def _rpc_families(self) -> Iterator[Any]:
+        with self._rpc_lock:
+            every = list(self._rpc_series)
+        started = CounterMetricFamily(
+            "grpc_server_started", "RPCs started.", labels=["grpc_method", "grpc_type"]
+        )
+        handled = CounterMetricFamily(
+            "grpc_server_handled", "RPCs completed, by status code.", labels=["grpc_method", "grpc_code"]
+        )
+        seconds = HistogramMetricFamily(
+            "grpc_server_handling_seconds", "Time to handle an RPC.", labels=["grpc_method"]
+        )
+        for series in every:
+            view = series.read()
+            started.add_metric([series.method, series.grpc_type], view.started)
+            for code, count in sorted(view.handled.items()):
+                handled.add_metric([series.method, code], count)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*_LATENCY_LABELS, "+Inf"), view.buckets, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            seconds.add_metric([series.method], buckets, view.seconds_sum)
+        yield from (started, handled, seconds)
 
     def observe_fetch(self, what: str, seconds: float, ok: bool) -> None:
         self.wrapper_fetch_seconds.labels(what, "ok" if ok else "error").observe(seconds)
@@ -104,31 +131,50 @@ class MetricsTLS:
     client_ca_file: str = ""  # set: scrapers must present a certificate this CA signed
 
 
-class RpcSeries:
-    """One method's RPC series, labelled once for every call of it.
+@dataclass(frozen=True, slots=True)
+class RpcCounts:
+    started: int
+    handled: dict[str, int]
+    buckets: tuple[int, ...]  # per bucket of _LATENCY_BUCKETS, then +Inf; not cumulative
+    seconds_sum: float
 
-    `.labels()` costs ~1.3 µs (it builds, validates and looks up the label tuple under a lock),
-    three per RPC in the gate; a labelled child is the same object for the metric's lifetime,
-    so holding it gives the same series at ~0.5 µs an increment. A status code's child is
-    created on its first use, so a series appears only once a call ended with that code, as
-    before.
+
+class RpcSeries:
+    """One method's grpc_server_{started,handled,handling_seconds} series, kept as plain numbers.
+
+    The gate updates them twice per RPC (`start`, `end`). prometheus_client's labelled
+    children cost five locked increments per RPC (started, handled, the histogram's sum and
+    bucket and its count) and a Python loop over the buckets; here it is one lock and a
+    bisect, and the families are built at scrape time (`Metrics._rpc_families`), with the
+    same names, labels and buckets. A status code's series appears once a call ended with it.
     """
 
-    __slots__ = ("_handled", "_handled_by_code", "method", "seconds", "started")
+    __slots__ = ("_buckets", "_handled", "_lock", "_started", "_sum", "grpc_type", "method")
 
-    def __init__(self, metrics: Metrics, method: str, grpc_type: str) -> None:
+    def __init__(self, method: str, grpc_type: str) -> None:
         self.method = method
-        self._handled = metrics.rpc_handled
-        self._handled_by_code: dict[str, Any] = {}
-        self.started = metrics.rpc_started.labels(method, grpc_type)
-        self.seconds = metrics.rpc_seconds.labels(method)
+        self.grpc_type = grpc_type
+        self._lock = threading.Lock()
+        self._started = 0
+        self._handled: dict[str, int] = {}
+        self._buckets = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self._sum = 0.0
 
-    def handled(self, code: str) -> Any:
-        child = self._handled_by_code.get(code)
-        if child is None:
-            # Racing threads get the same child: `.labels()` is idempotent and thread-safe.
-            child = self._handled_by_code[code] = self._handled.labels(self.method, code)
-        return child
+    def start(self) -> None:
+        with self._lock:
+            self._started += 1
+
+    def end(self, code: str, seconds: float) -> None:
+        # bisect_left: the first bound >= seconds, i.e. the bucket `le` it falls in (+Inf last).
+        bucket = bisect_left(_LATENCY_BUCKETS, seconds)
+        with self._lock:
+            self._handled[code] = self._handled.get(code, 0) + 1
+            self._buckets[bucket] += 1
+            self._sum += seconds
+
+    def read(self) -> RpcCounts:
+        with self._lock:
+            return RpcCounts(self._started, dict(self._handled), tuple(self._buckets), self._sum)
 
 
 class _FunctionCollector(Collector):

@@ -21,7 +21,6 @@ be down fail at once (`WRAPPER_KNOWN_DOWN`) instead of each waiting out a timeou
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from hybridcache.client.backoff import BackoffPolicy
 from hybridcache.client.reasons import Reason
 from hybridcache.server import codec
 from hybridcache.server.core.digest import KindDigest
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _MIN_ATTEMPT_S = 0.005  # an attempt with less time than this left is not worth starting
-_BACKOFF_BASE_S = 0.02
-_BACKOFF_CAP_S = 0.5
+# Full jitter: retries of one read inside the caller's deadline want the earliest retry.
+_BACKOFF = BackoffPolicy(initial_s=0.04, cap_s=0.5, jitter="full")
 
 
 class WrapperClient:
@@ -77,7 +77,7 @@ class WrapperClient:
             threading.BoundedSemaphore(max_concurrent_snapshots) if max_concurrent_snapshots > 0 else None
         )
         self._on_fetch = on_fetch  # (what, seconds, ok) for metrics; no ids, low cardinality
-        self._on_snapshot = on_snapshot  # (tenant) after a snapshot loaded: replica age
+        self._on_snapshot = on_snapshot  # (tenant) after a snapshot was fetched: the heap settles
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -316,7 +316,7 @@ class WrapperClient:
             attempt += 1
             if attempt > self._retries:
                 raise failure
-            pause = random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt))
+            pause = _BACKOFF.delay(attempt - 1)
             if time.monotonic() + pause + _MIN_ATTEMPT_S >= deadline:
                 raise failure
             time.sleep(pause)
