@@ -15,7 +15,7 @@ defect, FRESH_REPLICA_DEFECT below).
 Quick variants in the default run (3 s of writes, 6 consumers); 30 s and 20 consumers marked
 `slow`. The rate aimed at is 1,000 changes/s; the development Wrapper's admin writes (HTTP +
 SQLite + publish, one process) and the test process (three services, writers and consumers
-under one GIL) cap it: 200-600/s here, printed by each run.
+under one GIL) cap it: 300-720/s here with two replicas, ~250/s with three (printed by each run).
 """
 
 from __future__ import annotations
