@@ -16,7 +16,8 @@ import grpc
 import pytest
 
 from hybridcache.server.app import Service
-from hybridcache.server.hub import REASON_OUTSIDE_WINDOW
+from hybridcache.server.events.stream_reader import RedisStreamReader
+from hybridcache.server.events.stream_replay import REASON_PAST_RETENTION, REASON_STREAM_RESET
 from hybridcache.server.hub.events import REASON_OTHER_KEY
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
@@ -122,11 +123,11 @@ def test_a_stream_moved_to_another_replica_resumes_exactly(fleet: tuple[Admin, A
     assert server_b.hub.fleet, "server B must be in fleet mode"
 
     first = read(server_a, "", until=0, quiet_s=0.3)  # the confirming Progress: a token of now
-    assert first.token.startswith("fleet-"), "durable mode with a key must issue fleet tokens"
     round_1 = change_round(admin, 1)
     on_a = read(server_a, first.token, until=len(round_1))
     assert not on_a.resyncs, f"server A from its own token: {on_a}"
     assert on_a.changes == round_1, f"server A from its own token: {on_a}"
+    assert on_a.token.startswith("fleet-"), "durable mode with a key must issue fleet tokens"
 
     round_2 = change_round(admin, 2)  # while the consumer is away
     on_b = read(server_b, on_a.token, until=len(round_2))
@@ -142,20 +143,94 @@ def test_a_stream_moved_to_another_replica_resumes_exactly(fleet: tuple[Admin, A
     assert foreign.resyncs == [REASON_OTHER_KEY], f"a token of another key: {foreign.resyncs}"
 
 
-def test_a_position_older_than_the_replica_holds_gets_resync(fleet: tuple[Admin, Any]) -> None:
+def caught_up(server: Service, redis_process: RedisProcess) -> None:
+    """Wait until `server` has read the stream to its end."""
+    stream = "{crm}:changes"
+
+    reader = server.feed.reader
+    assert isinstance(reader, RedisStreamReader), "durable mode reads the stream"
+
+    def done() -> bool:
+        last = redis_process.client().xinfo_stream(stream)["last-generated-id"].decode()
+        return reader.positions().get(stream) == last
+
+    wait_for(done, timeout=10, what="the replica read the stream to its end")
+
+
+def token_after_a_change(admin: Admin, server: Service, redis_process: RedisProcess) -> str:
+    """A token of `server` at a real stream entry: one round applied, then a Progress."""
+    change_round(admin, 0)
+    caught_up(server, redis_process)
+    return read(server, "", until=0, quiet_s=0.3).token
+
+
+def test_a_fresh_replica_replays_an_older_position_from_the_redis_stream(
+    fleet: tuple[Admin, Any], own_redis: RedisProcess
+) -> None:
+    """A consumer landing on a just-started replica in durable mode resumes without a reload:
+    the replica's ring starts after the token, the Redis stream still holds what followed it."""
     admin, start = fleet
     server_a = start(KEY)
-    old = read(server_a, "", until=0, quiet_s=0.3).token
-    change_round(admin, 4)
-    wait_for(lambda: server_a.hub.current_sequence >= len(CODES), timeout=10, what="changes applied on A")
+    old = token_after_a_change(admin, server_a, own_redis)
+    round_4 = change_round(admin, 4)
+    caught_up(server_a, own_redis)
     late = start(KEY)  # starts at the stream's end, after the token's position
+    floor, position = late.hub.stream_floor(), late.hub.resume_point(old).position
+    assert floor is not None, "B must be in fleet mode"
+    assert position is not None, "A's token must carry a stream position"
+    assert position < floor, "B's ring must start after the token"
+    seen = read(late, old, until=len(round_4))
+    assert not seen.resyncs, f"B must replay A's older position from the stream, got {seen.resyncs}"
+    assert seen.changes == round_4, f"the changes after the token, once each: {seen.changes} != {round_4}"
+    # The catch-up's last token hands over to B's live stream: nothing missed, nothing twice.
+    round_5 = change_round(admin, 5)
+    after = read(late, seen.token, until=len(round_5))
+    assert not after.resyncs, f"from the catch-up's last token: {after}"
+    assert after.changes == round_5, f"from the catch-up's last token: {after}"
+
+
+def test_a_position_older_than_the_streams_retention_gets_resync(
+    fleet: tuple[Admin, Any], own_redis: RedisProcess
+) -> None:
+    admin, start = fleet
+    server_a = start(KEY)
+    old = token_after_a_change(admin, server_a, own_redis)
+    change_round(admin, 6)
+    caught_up(server_a, own_redis)
+    # The retention moves past the token (exact trimming: `~` keeps whole nodes).
+    own_redis.client().xtrim("{crm}:changes", maxlen=1, approximate=False)
+    late = start(KEY)
     seen = read(late, old, until=0, quiet_s=0.2)
-    assert seen.resyncs == [REASON_OUTSIDE_WINDOW], f"a position before what B holds: {seen}"
+    assert seen.resyncs == [REASON_PAST_RETENTION], f"a position the stream no longer holds: {seen}"
 
 
-def test_a_snapshot_of_one_replica_resumes_on_another(fleet: tuple[Admin, Any]) -> None:
+def test_a_token_from_before_a_redis_reset_gets_resync(
+    fleet: tuple[Admin, Any], own_redis: RedisProcess
+) -> None:
+    """Redis restarted without persistence: a new stream, unrelated ids. A replica started on
+    it must not resume an old position by skipping until it passes it (the changes lost with
+    the old stream would never come): RESYNC_REQUIRED."""
+    admin, start = fleet
+    server_a = start(KEY)
+    old = token_after_a_change(admin, server_a, own_redis)
+    change_round(admin, 7)  # after the token, lost with the old stream
+    caught_up(server_a, own_redis)
+    own_redis.restart()
+    change_round(admin, 0)  # the Wrapper's publisher reconnects (a first publish may fail)
+    own_redis.client().delete("{crm}:changes")  # the new stream starts empty
+    late = start(KEY)  # on the new, empty stream: its floor is before the old position
+    change_round(admin, 8)  # the new stream's entries: ids later than the token's
+    caught_up(late, own_redis)
+    seen = read(late, old, until=len(CODES))
+    assert seen.resyncs == [REASON_STREAM_RESET], f"a token of the old stream on the new one: {seen}"
+
+
+def test_a_snapshot_of_one_replica_resumes_on_another(
+    fleet: tuple[Admin, Any], own_redis: RedisProcess
+) -> None:
     admin, start = fleet
     server_a, server_b = start(KEY), start(KEY)
+    token_after_a_change(admin, server_a, own_redis)  # a token before the stream's first entry is A's alone
     with grpc.insecure_channel(f"127.0.0.1:{server_a.port}") as channel:
         pages = list(
             pb_grpc.HybridCacheStub(channel).ListSnapshot(

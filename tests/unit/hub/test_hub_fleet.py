@@ -10,7 +10,7 @@ import pytest
 from hybridcache.server.hub import REASON_OUTSIDE_WINDOW, ChangeHub, ResyncNeeded, Sequenced
 from hybridcache.server.hub.events import REASON_OTHER_KEY
 from hybridcache.server.hub.tokens import parse_fleet_key
-from tests.unit.hub.hub_support import event, only
+from tests.unit.hub.hub_support import drain, event, only
 
 pytestmark = pytest.mark.timeout(10)
 KEY = secrets.token_bytes(16)
@@ -78,3 +78,54 @@ def test_a_tampered_fleet_token_is_invalid() -> None:
 def test_a_bad_key_setting_is_refused_with_a_reason(bad: str) -> None:
     with pytest.raises(ValueError, match="resume token key"):
         parse_fleet_key(bad)
+
+
+def test_a_token_before_the_streams_first_entry_is_bound_to_its_instance() -> None:
+    """(0, 0) names no entry another replica could check (api/catch_up.py): such a token is
+    this instance's alone, and a position the first entry gave is a fleet token again."""
+    hub = replica(start=(0, 0))
+    assert not hub.current_token().startswith("fleet-"), "no entry yet: an instance token"
+    feed(hub, (10, 1), "k1")
+    assert hub.current_token().startswith("fleet-"), "after an entry: a fleet token"
+
+
+def test_a_catch_up_plan_holds_the_retained_changes_after_the_position() -> None:
+    hub = replica()
+    feed(hub, (10, 1), "k1")
+    feed(hub, (10, 2), "k2")
+    hub.begin_entry((10, 3))
+    hub.publish(event(resync=True))  # a resync marker: its key-level diff came before it
+    hub.end_entry()
+    plan = hub.catch_up_plan(only("t1"), (10, 1))
+    assert [e.keys for e in plan.retained] == [("k2",)], "after (10, 1), markers left out"
+    assert plan.sequence == hub.current_sequence
+    assert plan.floor == (1, 0)
+
+
+def test_a_caught_up_subscription_sends_the_catch_up_then_the_ring_then_live() -> None:
+    hub = replica()
+    feed(hub, (10, 1), "k1")
+    plan = hub.catch_up_plan(only("t1"), (5, 0))
+    feed(hub, (10, 2), "k2")  # after the plan's sequence: from the ring
+    start_token = "fleet-000000000000.start"
+    sub = hub.subscribe_caught_up(only("t1"), plan.sequence, [event(key="c1"), event(key="c2")], start_token)
+    with sub:
+        feed(hub, (10, 3), "k3")  # live
+        items = drain(sub)
+        assert keys(items) == ["c1", "c2", "k2", "k3"]
+        first, last = items[0], items[1]
+        assert isinstance(first, Sequenced)
+        assert isinstance(last, Sequenced)
+        assert first.resume_token == start_token, "halfway through, a consumer starts the catch-up over"
+        assert last.resume_token is not None
+        assert hub.resume_point(last.resume_token).sequence == plan.sequence, "hands over at the plan"
+
+
+def test_a_refused_subscription_starts_with_its_reason_then_goes_live() -> None:
+    hub = replica()
+    with hub.subscribe_refused(only("t1"), "the event stream was reset") as sub:
+        feed(hub, (10, 1), "k1")
+        items = drain(sub)
+        assert isinstance(items[0], ResyncNeeded)
+        assert items[0].reason == "the event stream was reset"
+        assert keys(items[1:]) == ["k1"]

@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hybridcache.client.backoff import Backoff, BackoffPolicy
 from hybridcache.server.api.auth import Authenticator, Caller
 from hybridcache.server.api.capacity import Lanes, MessageWatch
+from hybridcache.server.api.catch_up import FleetResume
 from hybridcache.server.api.gate import CallerLimits, Gate, current_caller
 from hybridcache.server.api.reflection import enable_reflection
 from hybridcache.server.api.registration import SERVICE_NAME, add_hybridcache_service, add_parsing_service
@@ -42,6 +43,7 @@ from hybridcache.server.core import DEFAULT_POLICIES, HybridCache, KindPolicy
 from hybridcache.server.core.errors import CacheError
 from hybridcache.server.core.kinds import Kind, Tier
 from hybridcache.server.events import ChangeFeed, FeedConfig
+from hybridcache.server.events.stream_replay import StreamReplay
 from hybridcache.server.events.verifier import Verifier, VerifierConfig
 from hybridcache.server.hub import AllowedTenants, ChangeHub, HubEvent, StreamLimiter
 from hybridcache.server.hub.tokens import parse_fleet_key
@@ -149,8 +151,26 @@ class Service:
         self.stream_limiter = StreamLimiter(
             max_streams=settings.max_streams, max_per_caller=settings.max_streams_per_caller
         )
+        # Fleet tokens from other replicas: checked against the Redis stream, and replayed
+        # from it when older than the ring (api/catch_up.py).
+        self.stream_replay = (
+            StreamReplay(
+                settings.redis_url,
+                settings.event_apps[0],
+                self.feed.config.decoder(),
+                max_entries=max(settings.watch_retain, 1),
+            )
+            if fleet_key is not None
+            else None
+        )
+        fleet_resume = (
+            FleetResume(self.hub, self.cache, self.feed.ingestor.order, self.stream_replay)
+            if self.stream_replay is not None
+            else None
+        )
         watch = functools.partial(
             serve_watch,
+            subscribe=fleet_resume.subscribe if fleet_resume is not None else None,
             hub=self.hub,
             limiter=self.stream_limiter,
             allowed_tenants=_allowed_tenants,
@@ -363,6 +383,8 @@ class Service:
             self.probe.stop()
         self.verifier.stop()
         self.feed.stop()
+        if self.stream_replay is not None:
+            self.stream_replay.close()
         if self.heap is not None:
             self.heap.stop()
         self.message_watch.stop()

@@ -102,9 +102,11 @@ def serve_watch(
     stop: threading.Event,
     stop_poll_s: float = STOP_POLL_S,
     messages_per_s: float = DEFAULT_MESSAGES_PER_S,
+    subscribe: Callable[[WatchFilter, str | None], Subscription] | None = None,
 ) -> Iterator[bytes]:
     """Validate, authorise, take a slot, subscribe, then stream serialized
-    `WatchChangesResponse`s until cancel or shutdown."""
+    `WatchChangesResponse`s until cancel or shutdown. `subscribe`: the hub's, unless
+    given (durable mode: `api/catch_up.py`'s, which checks fleet tokens against the stream)."""
     if heartbeat_s <= 0 or stop_poll_s <= 0 or messages_per_s < 0:
         raise ValueError("heartbeat_s and stop_poll_s must be positive, messages_per_s >= 0 (0: no pacing)")
     if stop.is_set():
@@ -137,7 +139,7 @@ def serve_watch(
     sub: Subscription | None = None
     try:
         try:
-            sub = hub.subscribe(flt, request.resume_token or None)
+            sub = (subscribe or hub.subscribe)(flt, request.resume_token or None)
         except ValueError as exc:  # a token from this instance's future
             abort(context, Reason.INVALID_RESUME_TOKEN, str(exc))
 

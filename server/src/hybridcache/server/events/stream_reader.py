@@ -131,7 +131,7 @@ class RedisStreamReader(RedisReader):
                     continue
                 # Check against the position before this batch: an entry between it and the
                 # batch that was removed before we read it is lost.
-                gap = self._examine(stream, self._info(client, stream))
+                gap = self._examine(stream, stream_info(client, stream))
                 if gap is not None:
                     self.sink.on_gap(gap)
                 for entry_id, fields in entries:
@@ -150,7 +150,7 @@ class RedisStreamReader(RedisReader):
         """On (re)connect: take the start position, or check that nothing was lost meanwhile."""
         gap: str | None = None
         for stream in self.streams:
-            info = self._info(client, stream)
+            info = stream_info(client, stream)
             if stream not in self._positions:
                 # First start: `$`, taken before the resync is requested, so nothing between
                 # the resync's snapshot and our first read is lost.
@@ -184,7 +184,7 @@ class RedisStreamReader(RedisReader):
             return None
         floors = self._reported.get(stream, (_ZERO, _ZERO))
         deleted = parse_id(info.get("max-deleted-entry-id") or b"0-0")  # XDEL only (Redis >= 7)
-        oldest = _oldest_left(info)
+        oldest = oldest_left(info)
         lost = deleted > max(position, floors[0]) or (
             oldest is not None and oldest > max(position, floors[1])
         )
@@ -192,16 +192,6 @@ class RedisStreamReader(RedisReader):
             return None
         self._reported[stream] = (max(deleted, floors[0]), max(oldest or _ZERO, floors[1]))
         return "stream trimmed"
-
-    @staticmethod
-    def _info(client: redis.Redis, stream: str) -> dict[str, Any] | None:
-        try:
-            info: dict[str, Any] = client.xinfo_stream(stream)
-        except redis.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return None
-            raise
-        return info
 
     def _entry(self, fields: dict[bytes, bytes]) -> None:
         self._message_read()
@@ -220,7 +210,18 @@ class RedisStreamReader(RedisReader):
                 log.exception("processing a change notification failed")
 
 
-def _oldest_left(info: dict[str, Any]) -> StreamId | None:
+def stream_info(client: redis.Redis, stream: str) -> dict[str, Any] | None:
+    """XINFO STREAM, or None when the stream does not exist."""
+    try:
+        info: dict[str, Any] = client.xinfo_stream(stream)
+    except redis.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return None
+        raise
+    return info
+
+
+def oldest_left(info: dict[str, Any]) -> StreamId | None:
     """If entries were ever trimmed: the ID below which everything is gone; else None.
 
     Everything older than the oldest entry left was trimmed; if that is newer than our

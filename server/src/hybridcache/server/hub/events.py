@@ -39,6 +39,9 @@ class Sequenced:
     # stream that sends it (`hub.wire.encoded_change`, the only writer). A cache, not part
     # of the value: left out of comparison, hashing and repr.
     encoded: bytes | None = field(default=None, compare=False, repr=False)
+    # A catch-up item (a fleet resume replayed from the Redis stream, api/catch_up.py) carries
+    # its own resume token: until the catch-up is complete, resuming means starting it over.
+    resume_token: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,8 @@ from hybridcache.server.hub.tokens import (
     TokenSealer,
 )
 
+_BEFORE_STREAM: StreamPosition = (0, 0)  # the position of a stream without entries
+
 
 @dataclass(frozen=True, slots=True)
 class HubStats:
@@ -72,6 +74,15 @@ class HubStats:
     buffered: int  # events waiting in subscriber buffers, all subscribers together
     lagged_total: int  # times a subscriber fell behind and was sent "resync required"
     discarded_total: int  # events not delivered to a subscriber because it had fallen behind
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpPlan:
+    """Where a catch-up from the Redis stream hands over to this hub (`catch_up_plan`)."""
+
+    sequence: int  # the hub's sequence when the plan was made: live items follow it
+    floor: StreamPosition | None  # the ring holds every item after this position
+    retained: list[HubEvent]  # the ring's events after the position asked for, filtered
 
 
 @dataclass(slots=True)
@@ -96,7 +107,9 @@ class ChangeHub:
     one of another replica (or an earlier run) of the fleet resumes by position: the
     retained items after it, then live ones, dropping any live item at or before it while
     this replica is behind the issuer. A position older than what this replica retains
-    (its ring, or its start) gets a `ResyncNeeded`.
+    (its ring, or its start) gets a `ResyncNeeded` here; the service first checks every such
+    token against the Redis stream and replays older positions from it (`api/catch_up.py`,
+    which uses `stream_floor`, `catch_up_plan`, `subscribe_caught_up`, `subscribe_refused`).
     """
 
     def __init__(
@@ -198,12 +211,18 @@ class ChangeHub:
 
     def token(self, sequence: int) -> str:
         """A resume token for "after `sequence`" of this instance (sealed: a new one per call);
-        in fleet mode a fleet token when the position of `sequence` is known."""
+        in fleet mode a fleet token when the position of `sequence` is known and past the
+        stream's start (an entry another replica can check)."""
         if self._fleet is None:
             return self._sealer.seal(sequence)
         with self._lock:
-            position = self._position_of_locked(sequence)
-        if position is None:
+            return self._token_locked(sequence)
+
+    def _token_locked(self, sequence: int) -> str:
+        position = self._position_of_locked(sequence) if self._fleet is not None else None
+        if self._fleet is None or position is None or position == _BEFORE_STREAM:
+            # Before the stream's first entry no position can be checked on another replica
+            # (api/catch_up.py): such a token is this instance's alone.
             return self._sealer.seal(sequence)
         return self._fleet.seal(sequence, position)
 
@@ -276,11 +295,8 @@ class ChangeHub:
                     # Retained sequences are contiguous, so the position is arithmetic.
                     start = len(self._ring) - (current - point.sequence)
                     backlog = list(itertools.islice(self._ring, start, None))
-            sub = Subscription(self, next(self._ids), flt, self._subscriber_buffer)
+            sub = self._register_locked(flt)
             sub._skip_through = skip_through
-            self._subscriptions[sub.id] = sub
-            for bucket_key in (ANY_TENANT,) if flt.all_tenants else flt.tenants:
-                self._by_tenant.setdefault(bucket_key, {})[sub.id] = sub
         # Filtering the backlog (up to `retain` events) happens outside the lock so a resume
         # does not stall the producer; the snapshot is immutable and the subscription is not
         # yet visible to its consumer, and live events go to a separate buffer after it.
@@ -288,6 +304,78 @@ class ChangeHub:
             sub._prime([marker])
         elif backlog:
             sub._prime([s for s in backlog if flt.matches(s.event)])
+        return sub
+
+    def _register_locked(self, flt: WatchFilter) -> Subscription:
+        sub = Subscription(self, next(self._ids), flt, self._subscriber_buffer)
+        self._subscriptions[sub.id] = sub
+        for bucket_key in (ANY_TENANT,) if flt.all_tenants else flt.tenants:
+            self._by_tenant.setdefault(bucket_key, {})[sub.id] = sub
+        return sub
+
+    # --- fleet resumes that need the Redis stream (api/catch_up.py drives these)
+
+    def stream_floor(self) -> StreamPosition | None:
+        """Fleet mode: positions after this one are all in the ring (None: not in fleet mode,
+        or the reader has not started)."""
+        with self._lock:
+            return self._floor
+
+    def subscribe_refused(self, flt: WatchFilter, reason: str) -> Subscription:
+        """A subscription whose first item is `ResyncNeeded(reason)`, then live events."""
+        with self._lock:
+            sub = self._register_locked(flt)
+            marker = ResyncNeeded(reason, self._sequence)
+        sub._prime([marker])
+        return sub
+
+    def catch_up_plan(self, flt: WatchFilter, after: StreamPosition) -> CatchUpPlan:
+        """What a catch-up from stream position `after` starts from: the current sequence,
+        the floor, and the retained events after `after` that `flt` matches (resync markers
+        left out: the key-level diff they close is among them)."""
+        with self._lock:
+            events = [
+                s.event
+                for s in self._ring
+                if s.position is not None
+                and s.position > after
+                and not s.event.resync
+                and flt.matches(s.event)
+            ]
+            return CatchUpPlan(self._sequence, self._floor, events)
+
+    def subscribe_caught_up(
+        self, flt: WatchFilter, sequence: int, catch_up: list[HubEvent], resume_token: str
+    ) -> Subscription:
+        """Subscribe after `sequence` of this hub, delivering `catch_up` first (each carrying
+        `resume_token`, the last the token for `sequence`), then the retained items after
+        `sequence`, then live ones. `sequence` from `catch_up_plan`, taken under the feed's
+        order lock with the values `catch_up` holds."""
+        with self._lock:
+            current = self._sequence
+            if sequence < current - len(self._ring):  # the ring moved past it meanwhile
+                sub = self._register_locked(flt)
+                marker: list[Item] = [ResyncNeeded(REASON_OUTSIDE_WINDOW, current)]
+                sub._prime(marker)
+                return sub
+            start = len(self._ring) - (current - sequence)
+            backlog = list(itertools.islice(self._ring, start, None))
+            position = self._position_of_locked(sequence)
+            last_token = self._token_locked(sequence)
+            shown = self._tenant_sequences
+            items: list[Item] = [
+                Sequenced(
+                    sequence,
+                    event,
+                    shown.get(event.tenant_id, 0),
+                    position,
+                    resume_token=resume_token if index < len(catch_up) - 1 else last_token,
+                )
+                for index, event in enumerate(catch_up)
+            ]
+            sub = self._register_locked(flt)
+        items.extend(s for s in backlog if flt.matches(s.event))
+        sub._prime(items)
         return sub
 
     def _resume_by_position_locked(

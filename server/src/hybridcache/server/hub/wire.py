@@ -66,7 +66,8 @@ def encoded_change(item: Sequenced, hub: ChangeHub) -> bytes:
         with _encode_lock:
             encoded = item.encoded
             if encoded is None:
-                event = to_proto.change_event(item, hub.token(item.sequence)).change
+                token = item.resume_token or hub.token(item.sequence)
+                event = to_proto.change_event(item, token).change
                 encoded = length_delimited(CHANGE_FIELD, event.SerializeToString())
                 # Sequenced is frozen for its value; `encoded` is its one cache slot.
                 object.__setattr__(item, "encoded", encoded)
