@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,12 @@ RESULTS = Path(__file__).resolve().parents[3] / "docs" / "bench-results"
 def test_strategy_table_puts_the_seed_claims_beside_the_measured_figures() -> None:
     strategy = next(g for g in report.load_groups(RESULTS) if g["group"] == "strategy")
     text = report.render([strategy])
-    assert (
-        '| storage | 100% | 33.3 MB (100%) | 20% ("90% less") | 11.8 MB (35%) | 5% | 3.7 MB (11%) |' in text
+    # The seed's claims beside whatever the committed run measured (its figures change per run).
+    storage = (
+        r"\| storage \| 100% \| [\d.]+ MB \(100%\) \| 20% \(\"90% less\"\) "
+        r"\| [\d.]+ MB \(\d+%\) \| 5% \| [\d.]+ MB \(\d+%\) \|"
     )
+    assert re.search(storage, text), "the storage row lacks the seed's claims or the measured figures"
     for row in ("| network |", "| read latency |", "| Wrapper calls per 1,000 reads |", "| staleness |"):
         assert row in text, f"the strategy table lacks the row {row}"
     assert "{'rss_at_start'" not in text, "the strategies must not be printed as raw dicts"
