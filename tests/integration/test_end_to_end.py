@@ -81,13 +81,25 @@ def test_reference_reads_fetch_once_per_ttl(
         sources = [stub.GetUserProfile(request, timeout=5).provenance.source for _ in range(20)]
         assert sources[0] == pb.SOURCE_WRAPPER
         assert set(sources[1:]) == {pb.SOURCE_CACHE}
-        assert admin.requests_made() == 1, "20 reads within the TTL: one Wrapper call"
+        assert profile_fetches(admin) == 1, "20 reads within the TTL: one Wrapper call"
         wait_for(
             lambda: stub.GetUserProfile(request, timeout=5).provenance.source == pb.SOURCE_WRAPPER,
             timeout=ttl * 5,
             what="the profile to be fetched again after its TTL",
         )
-        assert admin.requests_made() == 2, "after the TTL, exactly one more Wrapper call"
+        assert profile_fetches(admin) == 2, "after the TTL, exactly one more Wrapper call"
+
+
+def profile_fetches(admin: WrapperAdmin) -> int:
+    """Profile requests for tenant acme since the last reset: only what the reads cause (the
+    Wrapper is shared by the session's other services, whose verifiers and refreshes run on
+    their own clocks; one of their bucket re-reads once made a whole-Wrapper count 2)."""
+    by_tenant: dict[str, dict[str, int]] = admin.stats()["byTenant"]
+    return sum(
+        counts.get("acme", 0)
+        for route, counts in by_tenant.items()
+        if route.endswith("/users/{userId}/profile")
+    )
 
 
 def test_single_flight_1000_concurrent_misses_make_one_wrapper_call(
