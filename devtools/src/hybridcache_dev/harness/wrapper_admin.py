@@ -116,11 +116,12 @@ class WrapperAdmin:
         self._ok(self.http.post("/admin/stats/reset"))
 
     def requests_made(self) -> int:
-        """API requests for data the Wrapper answered since the last reset. The verifier's
-        digest comparisons run on their own clock (every ~30 s, from the start) and are not
-        caused by reads, so they are left out."""
+        """API requests for data the Wrapper answered since the last reset. Anti-entropy —
+        the verifier's digest comparisons and the bucket re-reads a mismatch leads to — runs on
+        its own clock (every ~30 s, in every service sharing this Wrapper) and is not caused by
+        reads, so it is left out."""
         by_route: dict[str, int] = self.stats()["requests"]
-        return sum(count for route, count in by_route.items() if "/digests/" not in route)
+        return sum(count for route, count in by_route.items() if not _anti_entropy(route))
 
     # --- the truth (the API, as the service reads it)
 
@@ -130,3 +131,8 @@ class WrapperAdmin:
 
     def cost(self, tenant: str, code: str) -> Decimal:
         return Decimal(self.item(f"{tenant}/credit-costs/{code}")["cost"])
+
+
+def _anti_entropy(route: str) -> bool:
+    """A digest route, or a bucket re-read (`/snapshots/{kind}/buckets/{bucket}`)."""
+    return "/digests/" in route or ("/snapshots/" in route and "/buckets/" in route)
