@@ -95,7 +95,10 @@ def test_one_service_follows_a_sentinel_failover() -> None:
             took = wait_until(
                 _converged([target], codes, expected), BOUND_S, "the service to match the Wrapper"
             )
-            assert service.freshness() == "live"
+            # The answers can match the Wrapper (the change applied) while the resync after the
+            # reconnect is still running (its jitter is 1 s here): freshness says DEGRADED
+            # until it ends, rightly. It must say LIVE again within the same bound.
+            wait_until(lambda: service.freshness() == "live", BOUND_S, "the service to say LIVE again")
             print(
                 "\nsentinel: one service matched the Wrapper "
                 f"{time.monotonic() - promoted_at:.2f} s after promotion"
