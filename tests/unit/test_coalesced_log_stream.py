@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 
 import pytest
 
 from hybridcache.server.ops.logs import CoalescedStream
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -25,15 +25,6 @@ class CountingTarget(io.StringIO):
         return super().write(text)
 
 
-def wait_for(condition, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)  # polling a condition with a deadline
-    return condition()
-
-
 def test_lines_leave_together_within_the_interval_in_their_order() -> None:
     target = CountingTarget()
     stream = CoalescedStream(target, interval_s=0.2)
@@ -41,7 +32,7 @@ def test_lines_leave_together_within_the_interval_in_their_order() -> None:
         for i in range(100):
             stream.write(f"line {i}\n")
             stream.flush()  # what logging.StreamHandler does after each line: no write yet
-        assert wait_for(lambda: target.getvalue().count("\n") == 100), "lines did not leave within 10 s"
+        wait_for(lambda: target.getvalue().count("\n") == 100, timeout=10, what="the lines to leave")
         assert target.getvalue().splitlines() == [f"line {i}" for i in range(100)]
         assert target.writes < 10, f"{target.writes} writes for 100 lines: they were not gathered"
     finally:

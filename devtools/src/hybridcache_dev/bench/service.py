@@ -105,15 +105,18 @@ def service_group(bench: Bench, redis: RedisProcess, wrapper: Any) -> Group:
     return group
 
 
+def _ratios(of: Summary, to: Summary) -> str:
+    return (
+        f"p50 {ratio(of.p50_us, to.p50_us)}×, p99 {ratio(of.p99_us, to.p99_us)}×, "
+        f"throughput {ratio(of.throughput_per_s, to.throughput_per_s)}×"
+    )
+
+
 def _control_values(group: Group) -> None:
     f = group.figures
     for n in (1, 16):
         first, again = f[f"floor.empty.x{n}"].summary, f[f"floor.empty.control.x{n}"].summary
-        group.values[f"control_x{n}"] = (
-            f"the floor against itself: p50 {ratio(again.p50_us, first.p50_us)}×, "
-            f"p99 {ratio(again.p99_us, first.p99_us)}×, "
-            f"throughput {ratio(again.throughput_per_s, first.throughput_per_s)}×"
-        )
+        group.values[f"control_x{n}"] = f"the floor against itself: {_ratios(again, first)}"
 
 
 HITS = ("GetCreditCost", "CheckPermission", "GetUserProfile")
@@ -145,11 +148,7 @@ def _hit_targets(group: Group) -> None:
             )
     for n in (1, 16):
         empty, floor = f[f"service.empty.x{n}"].summary, f[f"floor.empty.x{n}"].summary
-        group.values[f"gate_x{n}"] = (
-            f"the empty method behind the gate vs bare: p50 {ratio(empty.p50_us, floor.p50_us)}×, "
-            f"p99 {ratio(empty.p99_us, floor.p99_us)}×, "
-            f"throughput {ratio(empty.throughput_per_s, floor.throughput_per_s)}×"
-        )
+        group.values[f"gate_x{n}"] = f"the empty method behind the gate vs bare: {_ratios(empty, floor)}"
     best = max(f[f"{name}.hit.x16"].summary.throughput_per_s for name in ("GetCreditCost", "CheckPermission"))
     group.target(
         "cache hits per second per server core",
