@@ -94,7 +94,7 @@ def _consume_redis(spec: Subscribe, conn: Connection) -> list[bytes]:
     client = redis.Redis(host="127.0.0.1", port=spec.redis_port)
     subs = []
     for _ in range(spec.subscribers):
-        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
         pubsub.subscribe(spec.channel)
         while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
             pass

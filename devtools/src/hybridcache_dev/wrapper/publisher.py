@@ -55,7 +55,7 @@ class Publisher:
             # Redis Sentinel: every new connection asks the sentinels for the current master,
             # so after a failover the next publish goes to the promoted replica.
             parsed = parse_sentinel_url(redis_url)
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
                 list(parsed.hosts),
                 sentinel_kwargs={"socket_connect_timeout": timeout, "socket_timeout": timeout},
             )

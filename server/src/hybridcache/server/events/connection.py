@@ -163,8 +163,8 @@ def _sentinel_client(parsed: SentinelUrl, options: SocketOptions) -> RedisHandle
         sentinel_kwargs["password"] = parsed.sentinel_password
     if parsed.sentinel_username is not None:
         sentinel_kwargs["username"] = parsed.sentinel_username
-    sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
-    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call, unused-ignore]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         parsed.service_name,
         db=parsed.db,
         username=parsed.username,

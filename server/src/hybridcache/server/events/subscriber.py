@@ -83,7 +83,7 @@ class RedisSubscriber(RedisReader):
 
     def _session(self, handle: RedisHandle) -> None:
         self._count_fleet(handle)  # before our own subscription: we count ourselves
-        pubsub = handle.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        pubsub = handle.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call, unused-ignore]
         try:
             pubsub.psubscribe(*self.patterns)
             self._read(pubsub)
