@@ -13,6 +13,7 @@ import pytest
 from hybridcache.server.api.catch_up import FleetResume, StreamEvent
 from hybridcache.server.core import HybridCache, Kind
 from hybridcache.server.events.ports import ChangeNotice
+from hybridcache.server.events.stream_replay import REASON_UNREADABLE
 from hybridcache.server.hub import REASON_OUTSIDE_WINDOW, ChangeHub, ResyncNeeded, Sequenced, WatchFilter
 from hybridcache.server.hub.tokens import FleetSealer, StreamPosition
 from tests.unit.core.fakes import FakeWrapper, cost
@@ -40,6 +41,12 @@ class Stream:
     entries: dict[StreamPosition, Entry] = field(default_factory=dict)
     absent_reason: str = "the event stream was reset after the resume token"
     reads: list[tuple[StreamPosition, StreamPosition]] = field(default_factory=list)
+    readable: bool = True
+
+    def head(self) -> StreamPosition | None:
+        if not self.readable:
+            return None
+        return max(self.entries, default=(0, 0))
 
     def check(self, position: StreamPosition) -> str | None:
         return None if position in self.entries else self.absent_reason
@@ -131,3 +138,48 @@ def test_a_token_before_the_streams_first_entry_is_refused(cache: HybridCache) -
         (marker,) = drain(sub)
         assert isinstance(marker, ResyncNeeded)
         assert marker.reason == REASON_OUTSIDE_WINDOW
+
+
+def test_a_replica_whose_load_is_ahead_of_its_reader_catches_a_consumer_up_from_the_stream(
+    cache: HybridCache,
+) -> None:
+    """The defect a fresh replica had: its load read a@3 from the Wrapper before its reader
+    reached a@3's entry (12-0); a consumer from 11-0 resumed "by the ring" there, and the
+    entry, finding a@3 held, published nothing: the consumer stayed at a@2. The end of the
+    stream read after the load (12-0) is the floor now, so the resume is a catch-up."""
+    issuer = replica((10, 0))
+    published(issuer, (11, 0), "a", "2", 2)
+    token = issuer.current_token()  # the consumer holds a@2, and 11-0 is its position
+    stream = Stream(
+        {(11, 0): Entry("acme", Kind.CREDIT_COSTS, "a"), (12, 0): Entry("acme", Kind.CREDIT_COSTS, "a")}
+    )
+    here = replica((10, 0))  # the cache fixture's load holds a@3: ahead of this reader
+    here.settle_at((12, 0))  # what the service does after a load (app.py: `_snapshot_loaded`)
+    with FleetResume(here, cache, threading.Lock(), stream).subscribe(ACME, token) as sub:
+        for position in ((11, 0), (12, 0)):  # the reader reaches both: a@3 held, nothing published
+            here.begin_entry(position)
+            here.end_entry()
+        items = [i for i in drain(sub) if isinstance(i, Sequenced)]
+    assert [(i.event.keys[0], i.event.version) for i in items] == [("a", 3)], "a@3 must reach the consumer"
+    assert stream.reads == [((11, 0), (12, 0))]
+
+
+def test_while_a_loads_stream_end_is_unknown_a_resume_reads_it_or_is_refused(cache: HybridCache) -> None:
+    issuer = replica((10, 0))
+    published(issuer, (11, 0), "a", "2", 2)
+    token = issuer.current_token()
+    stream = Stream(
+        {(11, 0): Entry("acme", Kind.CREDIT_COSTS, "a"), (12, 0): Entry("acme", Kind.CREDIT_COSTS, "a")},
+        readable=False,
+    )
+    here = replica((10, 0))
+    here.settle_unknown()  # a load ended while Redis could not be read
+    with FleetResume(here, cache, threading.Lock(), stream).subscribe(ACME, token) as sub:
+        (marker,) = drain(sub)
+        assert isinstance(marker, ResyncNeeded)
+        assert marker.reason == REASON_UNREADABLE
+    stream.readable = True
+    with FleetResume(here, cache, threading.Lock(), stream).subscribe(ACME, token) as sub:
+        items = [i for i in drain(sub) if isinstance(i, Sequenced)]
+    assert not here.settle_pending, "the resume read the stream's end itself"
+    assert [(i.event.keys[0], i.event.version) for i in items] == [("a", 3)]

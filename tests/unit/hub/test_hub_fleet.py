@@ -129,3 +129,36 @@ def test_a_refused_subscription_starts_with_its_reason_then_goes_live() -> None:
         assert isinstance(items[0], ResyncNeeded)
         assert items[0].reason == "the event stream was reset"
         assert keys(items[1:]) == ["k1"]
+
+
+def test_tokens_are_the_instances_own_until_the_reader_passes_the_end_read_after_a_load() -> None:
+    hub = replica(start=(10, 0))
+    other = replica(start=(10, 0))
+    feed(hub, (11, 0), "a")
+    assert hub.resume_point(hub.current_token()).position == (11, 0)
+    hub.settle_at((13, 0))  # a load read the Wrapper; the stream ended at 13-0 then
+    assert not hub.settled()
+    token = hub.current_token()
+    assert token.startswith(f"{hub.instance_id}."), "the state is ahead of 11-0: no position named"
+    assert other.resume_point(token).position is None
+    assert hub.stream_floor() == (13, 0), "a resume from before the end read is a catch-up"
+    feed(hub, (12, 0), "b")
+    assert not hub.settled()
+    feed(hub, (13, 0), "c")
+    assert hub.settled()
+    assert hub.resume_point(hub.current_token()).position == (13, 0)
+
+
+def test_an_end_already_passed_settles_at_once_and_an_unknown_end_names_no_position() -> None:
+    hub = replica(start=(10, 0))
+    feed(hub, (12, 0), "a")
+    hub.settle_at((11, 0))
+    assert hub.settled()
+    assert hub.resume_point(hub.current_token()).position == (12, 0)
+    hub.settle_unknown()
+    assert hub.settle_pending
+    assert not hub.settled()
+    assert hub.resume_point(hub.current_token()).position is None
+    hub.settle_at((12, 0))
+    assert hub.settled()
+    assert not hub.settle_pending

@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 # While the Wrapper is not answering at start; jittered so a fleet started together spreads out.
 _WARM_RETRY = BackoffPolicy(initial_s=0.2, cap_s=5.0)
+_SETTLE_RETRY = BackoffPolicy(initial_s=0.1, cap_s=5.0)  # reading the stream's end after a load
+_SETTLE_WAIT_S = 5.0  # at most this long for the stream reader to pass the loads before SERVING
 _REFRESH_JITTER = 0.1  # periodic full refresh every interval ±10%, so replicas do not align
 
 
@@ -263,6 +265,26 @@ class Service:
         # A load allocated, installed or not: the heap settles (replica ages come from the core).
         if self.heap is not None:
             self.heap.loaded()
+        # Fleet tokens: what was read is ahead of the stream reader until it reaches the
+        # stream's end as of now (ChangeHub.settle_at). Read before the load is applied, so
+        # no token names a position the state has already passed.
+        if self.stream_replay is not None:
+            self._settle_hub()
+
+    def _settle_hub(self, attempt: int = 0) -> None:
+        replay = self.stream_replay
+        if replay is None or self.stopping.is_set():
+            return
+        head = replay.head()
+        if head is not None:
+            self.hub.settle_at(head)
+            return
+        # Redis unreadable: no position is named until the end is known (a resume by
+        # position reads it too, api/catch_up.py); retried off this thread.
+        self.hub.settle_unknown()
+        retry = threading.Timer(_SETTLE_RETRY.delay(attempt), self._settle_hub, args=(attempt + 1,))
+        retry.daemon = True
+        retry.start()
 
     def _count_malformed_request(self, method: str) -> None:
         self.metrics.malformed_requests.labels(method).inc()
@@ -351,6 +373,12 @@ class Service:
                 continue
             pending.pop(0)
             backoff.reset()
+        # Fleet tokens: the loads are ahead of the stream reader until it reaches the end
+        # of the stream read after them; serving then means every token names a position.
+        # Bounded: a reader that cannot catch up only makes tokens instance-bound meanwhile.
+        settle_by = time.monotonic() + _SETTLE_WAIT_S
+        while not self.hub.settled() and time.monotonic() < settle_by and not self.stopping.wait(0.005):
+            pass
         if not self.stopping.is_set():
             if self.heap is not None:
                 self.heap.settle_now()  # the one long pause, before any caller is sent here

@@ -43,6 +43,7 @@ from hybridcache.server.core import HybridCache
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.core.replica_state import Entry
 from hybridcache.server.core.values import Value
+from hybridcache.server.events.stream_replay import REASON_UNREADABLE
 from hybridcache.server.hub import REASON_OUTSIDE_WINDOW, ChangeHub, HubEvent, Subscription, WatchFilter
 from hybridcache.server.hub.tokens import StreamPosition
 
@@ -73,6 +74,7 @@ class StreamSource(Protocol):
     """The Redis stream, read back (events/stream_replay.py's `StreamReplay`)."""
 
     def check(self, position: StreamPosition) -> str | None: ...
+    def head(self) -> StreamPosition | None: ...
     def read(self, after: StreamPosition, until: StreamPosition) -> Iterable[StreamEvent] | str: ...
 
 
@@ -111,6 +113,11 @@ class FleetResume:
         reason = REASON_OUTSIDE_WINDOW if point.position == (0, 0) else self._source.check(point.position)
         if reason is not None:
             return self._hub.subscribe_refused(flt, reason)
+        if self._hub.settle_pending:  # the end of the stream after our last Wrapper read: read it now
+            head = self._source.head()
+            if head is None:
+                return self._hub.subscribe_refused(flt, REASON_UNREADABLE)
+            self._hub.settle_at(head)
         floor = self._hub.stream_floor()
         if floor is not None and point.position >= floor:
             return self._hub.subscribe(flt, token)

@@ -87,6 +87,15 @@ class StreamReplay:
                 self._handle.client.close()
                 self._handle = None
 
+    def head(self) -> StreamId | None:
+        """The id of the stream's last entry ((0, 0) for an empty or missing stream); None
+        when Redis could not be read."""
+        try:
+            entries: Any = self._client().xrevrange(self.stream, count=1)
+        except redis.RedisError:
+            return None
+        return parse_id(entries[0][0]) if entries else (0, 0)
+
     def check(self, position: StreamId) -> str | None:
         """None if the entry at `position` is in the stream (nothing after it was trimmed);
         otherwise the reason a resume from it must resync."""

@@ -151,6 +151,13 @@ class ChangeHub:
         self._entry_thread: int | None = None
         self._last_tag: StreamPosition | None = None
         self._floor: StreamPosition | None = None
+        # This replica's own reads of the Wrapper (a tenant's load, a resync) see changes whose
+        # stream entries the reader has not reached: until it has, the state is ahead of every
+        # position it could name. `_settle`: the stream's end read after such a read (tokens
+        # stay this instance's until the reader passes it); `_settle_unknown`: that end could
+        # not be read (Redis down), so no position is named until `settle_at` comes.
+        self._settle: StreamPosition | None = None
+        self._settle_unknown = False
 
     @property
     def fleet(self) -> bool:
@@ -181,6 +188,53 @@ class ChangeHub:
                 self._completed = self._entry
             self._entry = None
             self._entry_thread = None
+
+    def settle_at(self, position: StreamPosition) -> None:
+        """A read of the Wrapper just ended, and the stream's last entry is at `position`: every
+        change that read saw has its entry at or before it (bar a publisher that commits and
+        publishes apart: the gap between the two, if it outlasts the read). So a position
+        before it no longer describes this replica (it is the floor: a resume from before it
+        is a catch-up from the stream, `api/catch_up.py`), and the positions this replica
+        names wait until its reader has passed it."""
+        with self._lock:
+            if self._fleet is None:
+                return
+            self._settle_unknown = False
+            if self._floor is None or self._floor < position:
+                self._floor = position
+            if self._completed is not None and self._completed >= position:
+                return
+            if self._settle is None or self._settle < position:
+                self._settle = position
+
+    def settle_unknown(self) -> None:
+        """A read of the Wrapper ended but the stream's end could not be read: name no position
+        (tokens of this instance only, resumes by position refused) until `settle_at`."""
+        with self._lock:
+            if self._fleet is not None:
+                self._settle_unknown = True
+
+    @property
+    def settle_pending(self) -> bool:
+        """True while `settle_unknown` holds (the stream's end is still to be read)."""
+        return self._settle_unknown
+
+    def settled(self) -> bool:
+        """Whether this replica's state is described by its reader's position (always outside
+        fleet mode)."""
+        with self._lock:
+            return not self._unsettled_locked()
+
+    def _unsettled_locked(self) -> bool:
+        if self._settle_unknown:
+            return True
+        settle = self._settle
+        if settle is None:
+            return False
+        if self._completed is not None and self._completed >= settle:
+            self._settle = None
+            return False
+        return True
 
     def _tag_locked(self) -> StreamPosition | None:
         """The position of an item published now (caller holds the lock)."""
@@ -220,9 +274,10 @@ class ChangeHub:
 
     def _token_locked(self, sequence: int) -> str:
         position = self._position_of_locked(sequence) if self._fleet is not None else None
-        if self._fleet is None or position is None or position == _BEFORE_STREAM:
+        if self._fleet is None or position is None or position == _BEFORE_STREAM or self._unsettled_locked():
             # Before the stream's first entry no position can be checked on another replica
-            # (api/catch_up.py): such a token is this instance's alone.
+            # (api/catch_up.py); while unsettled (`settle_at`) the state is ahead of the
+            # position: such a token is this instance's alone.
             return self._sealer.seal(sequence)
         return self._fleet.seal(sequence, position)
 
@@ -383,7 +438,7 @@ class ChangeHub:
     ) -> tuple[ResyncNeeded | None, list[Sequenced], StreamPosition | None]:
         """Another replica's (or an earlier run's) fleet token: (marker, backlog, the live
         position to skip through). Caller holds the lock."""
-        if self._floor is None or after < self._floor:
+        if self._floor is None or after < self._floor or self._settle_unknown:
             return ResyncNeeded(REASON_OUTSIDE_WINDOW, self._sequence), [], None
         backlog = [s for s in self._ring if s.position is not None and s.position > after]
         if not backlog and (self._completed is None or self._completed < after):
