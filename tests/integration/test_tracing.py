@@ -33,7 +33,7 @@ from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
-# The httpx instrumentation's own attributes (HTTP semantic conventions), next to ours.
+# The urllib3 instrumentation's own attributes (HTTP semantic conventions), next to ours.
 HTTP_ATTRIBUTES = frozenset(
     {
         "http.method", "http.request.method", "http.url", "url.full", "http.route", "http.status_code",
@@ -123,7 +123,7 @@ def test_one_trace_crosses_client_service_and_wrapper(
         lambda: [tp.split("-")[:3] for tp in wrapper_traceparents(wrapper_admin)],
         timeout=10,
         what="traceparents at the Wrapper",
-    ), "the Wrapper did not receive the httpx span's traceparent"
+    ), "the Wrapper did not receive the HTTP span's traceparent"
     assert [event.name for event in server.events] == ["cache.miss"]
     assert server.attributes is not None
     assert server.attributes["hybridcache.tenant_id"] == "acme"

@@ -1,22 +1,23 @@
 """The per-process cap on concurrent snapshot loads (HYBRIDCACHE_MAX_CONCURRENT_SNAPSHOT_LOADS).
 
-A real WrapperClient over an in-process httpx transport that holds each snapshot request
+A real WrapperClient over HTTP to an in-process server (`StubHTTP`) that holds each snapshot request
 until released, so the number in flight is observed exactly (no timing guesses).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from hybridcache.server.config import load_settings
 from hybridcache.server.core.errors import WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
 from hybridcache.server.wrapper.client import WrapperClient
+from hybridcache_dev.harness.stub_http import StubHTTP, StubRequest
 from tests.scaleout.fleet import wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -32,17 +33,16 @@ class HeldWrapper:
         self.peak = 0
         self.calls = 0
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
+    def handler(self, request: StubRequest) -> tuple[int, bytes]:
         with self.lock:
             self.in_flight += 1
             self.calls += 1
             self.peak = max(self.peak, self.in_flight)
         try:
             assert self.release.wait(10), "the test never released the held requests"
-            tenant = request.url.path.split("/")[3]
-            return httpx.Response(
-                200, json={"tenantId": tenant, "kind": "feature-flags", "revision": 1, "items": []}
-            )
+            tenant = request.path.split("/")[3]
+            body = {"tenantId": tenant, "kind": "feature-flags", "revision": 1, "items": []}
+            return 200, json.dumps(body).encode()
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -51,13 +51,8 @@ class HeldWrapper:
 @pytest.mark.parametrize(("cap", "expected_peak"), [(2, 2), (0, 6)])
 def test_concurrent_snapshot_loads_are_capped(cap: int, expected_peak: int) -> None:
     wrapper = HeldWrapper()
-    client = WrapperClient(
-        "http://wrapper.invalid",
-        "t",
-        transport=httpx.MockTransport(wrapper.handler),
-        max_concurrent_snapshots=cap,
-        timeout_s=10,
-    )
+    stub = StubHTTP(wrapper.handler)
+    client = WrapperClient(stub.url, "t", max_concurrent_snapshots=cap, timeout_s=10)
     with ThreadPoolExecutor(max_workers=6) as pool:
         futures = [
             pool.submit(client.fetch_snapshot, f"tenant-{i}", Kind.FEATURE_FLAGS, time.monotonic() + 10)
@@ -73,16 +68,13 @@ def test_concurrent_snapshot_loads_are_capped(cap: int, expected_peak: int) -> N
     assert wrapper.peak == expected_peak
     assert wrapper.calls == 6
     client.close()
+    stub.close()
 
 
 def test_a_load_waiting_for_a_slot_gives_up_at_its_deadline() -> None:
     wrapper = HeldWrapper()
-    client = WrapperClient(
-        "http://wrapper.invalid",
-        "t",
-        transport=httpx.MockTransport(wrapper.handler),
-        max_concurrent_snapshots=1,
-    )
+    stub = StubHTTP(wrapper.handler)
+    client = WrapperClient(stub.url, "t", max_concurrent_snapshots=1)
     with ThreadPoolExecutor(max_workers=1) as pool:
         holder = pool.submit(client.fetch_snapshot, "a", Kind.FEATURE_FLAGS, time.monotonic() + 10)
         wait_until(lambda: wrapper.in_flight == 1, 5, "the first load in flight")
@@ -95,6 +87,7 @@ def test_a_load_waiting_for_a_slot_gives_up_at_its_deadline() -> None:
         holder.result(10)
     assert wrapper.calls == 1
     client.close()
+    stub.close()
 
 
 def test_setting_defaults_and_validation() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import unquote
 
 import grpc
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +24,7 @@ from hybridcache.server.core.kinds import Kind
 from hybridcache.server.wrapper.client import WrapperClient
 from hybridcache.v1 import hybridcache_pb2 as pb
 from hybridcache.v1 import hybridcache_pb2_grpc as pb_grpc
+from hybridcache_dev.harness.stub_http import StubHTTP, StubRequest
 from hybridcache_dev.harness.wrapper_admin import WrapperAdmin
 from tests.conftest import WRAPPER_TOKEN
 
@@ -75,19 +75,29 @@ ARBITRARY_ID = st.one_of(st.sampled_from(["", *DOT_IDS, *URL_HOSTILE]), st.text(
 
 
 class _Recorder:
+    """The request targets exactly as they arrived over a real socket (answered 404)."""
+
     def __init__(self) -> None:
         self.paths: list[bytes] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.paths.append(request.url.raw_path)
-        return httpx.Response(404, json={"error": "not_found"})
+    def __call__(self, request: StubRequest) -> tuple[int, bytes]:
+        self.paths.append(request.target.encode("latin-1"))
+        return 404, b'{"error": "not_found"}'
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Any:
+    recorder = _Recorder()
+    with StubHTTP(recorder) as stub:
+        recorder.url = stub.url  # type: ignore[attr-defined]
+        yield recorder
 
 
 @settings(max_examples=300, deadline=None)
 @given(tenant=ARBITRARY_ID, key=ARBITRARY_ID)
-def test_no_id_can_change_the_wrapper_path(tenant: str, key: str) -> None:
-    recorder = _Recorder()
-    client = WrapperClient("http://wrapper.test/base", "t", transport=httpx.MockTransport(recorder))
+def test_no_id_can_change_the_wrapper_path(recorder: Any, tenant: str, key: str) -> None:
+    recorder.paths.clear()
+    client = WrapperClient(f"{recorder.url}/base", "t")
     try:
         client.fetch_item(tenant, Kind.USER_PROFILES, key, None)
     except NotFound:
@@ -108,9 +118,9 @@ def test_no_id_can_change_the_wrapper_path(tenant: str, key: str) -> None:
 
 
 @pytest.mark.parametrize("dots", ["", ".", "..", "..."])
-def test_dot_segments_are_refused_before_any_request(dots: str) -> None:
-    recorder = _Recorder()
-    client = WrapperClient("http://wrapper.test", "t", transport=httpx.MockTransport(recorder))
+def test_dot_segments_are_refused_before_any_request(recorder: Any, dots: str) -> None:
+    recorder.paths.clear()
+    client = WrapperClient(recorder.url, "t")
     with pytest.raises(InvalidRequest):
         client.fetch_item(dots, Kind.USER_PROFILES, "user-1", None)
     with pytest.raises(InvalidRequest):
@@ -190,15 +200,22 @@ def test_dot_ids_over_grpc_are_invalid_and_reach_no_wrapper(service: Service, de
 
 @pytest.mark.parametrize(
     "path",
-    ["/api/tenants/../users/u", "/api/./x", "/api/%2E%2E/x", "/api/%2e/x", "/api//x", "/api/é", "api/x"],
-)
-def test_a_path_httpx_would_rewrite_is_refused(path: str) -> None:
+    [
+        "/api/tenants/../users/u", "/api/./x", "/api/%2E%2E/x", "/api/%2e/x", "/api//x", "/api/é", "api/x",
+        "/api/a%2fb", "/api/a b", "/api/a\\b", "/api/a#b", "/api/a%zz", "/api/a%", "/api/a?b#c",
+    ],
+)  # fmt: skip
+def test_a_path_the_http_client_would_rewrite_is_refused(path: str) -> None:
     """However a path was put together (a new call that forgot `segment`), `resolve` sends it
-    unchanged or not at all."""
+    unchanged or not at all: the target it returns is one urllib3 sends as it is."""
+    from urllib3.util.url import _encode_target
+
     from hybridcache.server.wrapper.urls import resolve
 
     with pytest.raises(InvalidRequest):
-        resolve(httpx.URL("http://wrapper.test/"), path)
-    assert resolve(httpx.URL("http://wrapper.test/b/"), "/api/a%2Fb").raw_path == b"/b/api/a%2Fb"
-    with_query = resolve(httpx.URL("http://wrapper.test/"), "/api/a/digest?kinds=x,y&from=a/..")
-    assert with_query.raw_path == b"/api/a/digest?kinds=x,y&from=a/.."
+        resolve("", path)
+    assert resolve("/b", "/api/a%2Fb") == "/b/api/a%2Fb"
+    with_query = resolve("", "/api/a/digest?kinds=x,y&from=a/..")
+    assert with_query == "/api/a/digest?kinds=x,y&from=a/.."
+    for target in ("/b/api/a%2Fb", with_query, "/api/tenants/%C3%A9/users/a%3Fb%23c%5C/profile"):
+        assert _encode_target(target) == target, "urllib3 would rewrite an accepted target"

@@ -26,7 +26,7 @@ FIELDS = ["event", "level", "logger", "timestamp", "caller", "method", "code", "
 def stdout() -> Iterator[io.StringIO]:
     """Where `configure` (below) points configure_logging's handler; the process's logging
     setup is restored afterwards."""
-    loggers = [logging.getLogger(name) for name in ("", "httpx", "httpcore")]
+    loggers = [logging.getLogger(name) for name in ("", "httpx", "httpcore", "urllib3")]
     levels = [logger.level for logger in loggers]
     handlers, config = loggers[0].handlers[:], structlog.get_config()
     json_output = logs._json_handler, logs._json_formatter

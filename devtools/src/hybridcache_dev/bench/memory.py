@@ -1,5 +1,5 @@
 """In-process figures of the cache core, through the real Wrapper client and codec (the HTTP
-exchange replaced by `httpx.MockTransport` serving pre-built snapshot JSON):
+exchange served by an in-process HTTP server, `StubHTTP`, sending pre-built snapshot JSON):
 
     bytes per replicated credit-cost entry at 1M entries (tracemalloc: what the loaded
     replica keeps, after the JSON and the parse garbage are gone), and the wall time of
@@ -18,9 +18,8 @@ import time
 import tracemalloc
 from typing import Any
 
-import httpx
-
 from hybridcache_dev.bench.suite import Bench, Group
+from hybridcache_dev.harness.stub_http import StubHTTP, StubRequest
 
 MEMORY_ENTRIES = 1_000_000
 LOAD_ENTRIES = 100_000
@@ -39,27 +38,37 @@ def _snapshot_body(tenant: str, entries: int) -> bytes:
     return json.dumps({"tenantId": tenant, "kind": "credit-costs", "revision": 1, "items": items}).encode()
 
 
-def _transport(tenant: str, body: bytes) -> httpx.MockTransport:
+def _stub(tenant: str, body: bytes) -> StubHTTP:
     empty = {
         kind: json.dumps({"tenantId": tenant, "kind": kind, "revision": 1, "items": []}).encode()
         for kind in _KIND_PATHS
     }
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        kind = request.url.path.rsplit("/", 1)[-1]
-        if kind == "credit-costs":
-            return httpx.Response(200, content=body, headers={"content-type": "application/json"})
-        return httpx.Response(200, content=empty[kind], headers={"content-type": "application/json"})
+    def handle(request: StubRequest) -> tuple[int, bytes]:
+        kind = request.path.rsplit("/", 1)[-1]
+        return 200, body if kind == "credit-costs" else empty[kind]
 
-    return httpx.MockTransport(handle)
+    return StubHTTP(handle)
+
+
+class _Closing:
+    """The Wrapper client and its stub server, closed together."""
+
+    def __init__(self, client: Any, stub: StubHTTP) -> None:
+        self.client, self.stub = client, stub
+
+    def close(self) -> None:
+        self.client.close()
+        self.stub.close()
 
 
 def _cache(tenant: str, body: bytes) -> Any:
     from hybridcache.server.core import DEFAULT_POLICIES, HybridCache  # noqa: PLC0415
     from hybridcache.server.wrapper.client import WrapperClient  # noqa: PLC0415
 
-    client = WrapperClient("http://wrapper.invalid", "t", timeout_s=120, transport=_transport(tenant, body))
-    return client, HybridCache(client, DEFAULT_POLICIES)
+    stub = _stub(tenant, body)
+    client = WrapperClient(stub.url, "t", timeout_s=120)
+    return _Closing(client, stub), HybridCache(client, DEFAULT_POLICIES)
 
 
 def bytes_per_entry(entries: int) -> float:

@@ -1,6 +1,6 @@
 """What the cache core needs from the Wrapper, as an interface the core can call without I/O of its own.
 
-The real implementation is `hybridcache.server.wrapper.client.WrapperClient` (httpx);
+The real implementation is `hybridcache.server.wrapper.client.WrapperClient` (urllib3);
 unit tests pass an in-memory fake. Every call takes an absolute deadline on the
 `time.monotonic()` clock (None: the implementation's own default timeout) and either
 returns, raises `NotFound`, or raises `WrapperUnavailable` no later than that deadline.

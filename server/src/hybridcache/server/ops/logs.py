@@ -114,8 +114,11 @@ def configure_logging(
     guard_grpc_logs(handler)
     # httpx logs every request at INFO, URL included (tenant and user ids): our own fetch
     # metrics and errors say what operators need, so keep the libraries to warnings.
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore"):  # (devtools and tests still use httpx)
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # urllib3 (the Wrapper client) logs each request's URL at DEBUG and, for a response with
+    # malformed headers, at WARNING: it has nothing at ERROR, so nothing of it is kept.
+    logging.getLogger("urllib3").setLevel(max(logging.ERROR, root.level))
 
 
 def log_rpc(caller: str, method: str, code: str, duration_ms: float) -> None:

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-import httpx
-
 from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import NotFound, WrapperUnavailable
 from hybridcache.server.core.kinds import Kind
@@ -268,11 +266,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
     bytes_read = [0]
 
-    def count(response: httpx.Response) -> None:
-        bytes_read[0] += len(response.read())
+    def count(body: bytes) -> None:
+        bytes_read[0] += len(body)
 
-    client = WrapperClient(args.url, token, timeout_s=args.timeout, retries=0, mapping=mapping)
-    client.http.event_hooks["response"] = [count]
+    try:
+        client = WrapperClient(
+            args.url, token, timeout_s=args.timeout, retries=0, mapping=mapping, on_body=count
+        )
+    except ValueError as exc:  # not an http(s) URL with a host
+        print(f"hybridcache wrapper-check: --url: {exc}", file=sys.stderr)
+        return 2
     check = Check(client, mapping, args.tenant, keys, bytes_read, [])
     try:
         check.run()

@@ -1,17 +1,30 @@
-"""The Wrapper's HTTP API, as the cache core's `WrapperSource` (httpx, synchronous).
+"""The Wrapper's HTTP API, as the cache core's `WrapperSource` (urllib3's connection pool, synchronous).
 
-Why sync `httpx.Client`: measured about twice as fast as `AsyncClient` under concurrency
-on a host of this class (docs/BENCHMARKS.md, "Measurements made before `make bench`"), and
-the gRPC server is the sync one, so each RPC thread makes its own blocking call on a shared
-connection pool.
+Why urllib3's `HTTPConnectionPool`, used directly: a cache miss is one GET to the Wrapper, and
+its HTTP client was most of the miss's CPU. On this host a bare GET costs the client 188 µs
+with urllib3 against 347 µs with `httpx.Client` (docs/BENCHMARKS.md, the `http-client`
+group), and with httpx ~60 % of a miss's Python was httpx (request building, cookies, h11,
+the pool's locks). The Wrapper is one origin, so one pool (no `PoolManager`): up to
+`max_connections` keep-alive connections, a call waiting for a free one within its time
+(`block=True`, as httpx's pool limit). The gRPC server is the sync one, so each RPC thread
+makes its own blocking call on the shared pool (sync was also measured about twice as fast
+as an asyncio client under concurrency here: "Measurements made before `make bench`").
+
+What urllib3 is left to do: nothing but one attempt. Its own retries and redirects are off
+(`retries=False`, `redirect=False`: a 3xx is an unexpected status, as it was with httpx), its
+request target is the one `urls.resolve` built and checked (urllib3 sends it unchanged: see
+urls.py), and nothing is asked compressed (urllib3 sends `Accept-Encoding: identity`). HTTPS
+verifies against the system's CA store (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured); proxy
+variables (`HTTPS_PROXY`...) are not read: the Wrapper is reached directly.
 
 Every call is bounded by the caller's absolute deadline (`time.monotonic()` clock): each
-attempt's timeout is the smaller of `timeout_s` and the time left, and retries (only for
-idempotent reads failing with a connection error, a timeout or a 502/503/504/500) back off
-with full jitter and stop when the time left cannot cover another attempt. The caller
-therefore gets an answer or `WrapperUnavailable` before its deadline, never a hang. A
-circuit breaker per endpoint kind (`health.py`) makes calls to a Wrapper known to
-be down fail at once (`WRAPPER_KNOWN_DOWN`) instead of each waiting out a timeout.
+attempt's timeout (waiting for a pooled connection, then connect + response together) is the
+smaller of `timeout_s` and the time left, and retries (only for idempotent reads failing with
+a connection error, a timeout or a 502/503/504/500) back off with full jitter and stop when
+the time left cannot cover another attempt. The caller therefore gets an answer or
+`WrapperUnavailable` before its deadline, never a hang. A circuit breaker per endpoint kind
+(`health.py`) makes calls to a Wrapper known to be down fail at once (`WRAPPER_KNOWN_DOWN`)
+instead of each waiting out a timeout.
 
     fetch_item / fetch_snapshot
         -> _get(path)  --attempt-->  200: parse (codec) | 404: NotFound
@@ -20,13 +33,17 @@ be down fail at once (`WRAPPER_KNOWN_DOWN`) instead of each waiting out a timeou
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-import httpx
+import urllib3
+from urllib3.exceptions import EmptyPoolError, HTTPError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util import parse_url
 
 from hybridcache.client.backoff import BackoffPolicy
 from hybridcache.client.reasons import Reason
@@ -49,7 +66,7 @@ _BACKOFF = BackoffPolicy(initial_s=0.04, cap_s=0.5, jitter="full")
 
 
 class WrapperClient:
-    """Reads from the Wrapper. Thread-safe: one pooled `httpx.Client` shared by all threads."""
+    """Reads from the Wrapper. Thread-safe: one urllib3 connection pool shared by all threads."""
 
     def __init__(
         self,
@@ -59,9 +76,9 @@ class WrapperClient:
         timeout_s: float = 2.0,
         retries: int = 2,
         max_connections: int = 32,
-        transport: httpx.BaseTransport | None = None,
         on_fetch: Callable[[str, float, bool], None] | None = None,
         on_snapshot: Callable[[str], None] | None = None,
+        on_body: Callable[[bytes], None] | None = None,
         max_concurrent_snapshots: int = 0,
         health: WrapperHealth | None = None,
         mapping: WrapperMap = DEFAULT_MAP,
@@ -78,28 +95,36 @@ class WrapperClient:
         )
         self._on_fetch = on_fetch  # (what, seconds, ok) for metrics; no ids, low cardinality
         self._on_snapshot = on_snapshot  # (tenant) after a snapshot was fetched: the heap settles
+        self._on_body = on_body  # (body) of every response: `wrapper-check` counts the bytes
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
+        self._headers = headers
+        base = parse_url(base_url)
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ValueError(f"the Wrapper URL must be http:// or https:// with a host, not {base_url!r}")
+        self._prefix = urls.check_prefix(base.path or "")  # the base URL's path, e.g. "/base"
+        pool_class = urllib3.HTTPSConnectionPool if base.scheme == "https" else urllib3.HTTPConnectionPool
+        self._pool: urllib3.HTTPConnectionPool = pool_class(
+            base.host,
+            base.port,
+            maxsize=max_connections,
+            block=True,  # at most max_connections at once; a call waits for one within its time
             headers=headers,
-            timeout=timeout_s,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=transport,
+            retries=False,  # one attempt per urlopen: the retries are ours (deadline, backoff)
         )
 
     def close(self) -> None:
-        self._http.close()
+        self._pool.close()
 
     def known_down(self, kind: Kind) -> bool:
         """Whether the item endpoint of `kind` is known to be failing (its breaker is not closed)."""
         return self.health.known_down(f"item:{kind}")
 
     @property
-    def http(self) -> httpx.Client:
-        """The pooled client (tracing instruments it: hybridcache.server.ops.tracing)."""
-        return self._http
+    def pool(self) -> urllib3.HTTPConnectionPool:
+        """The connection pool (tracing instruments it: hybridcache.server.ops.tracing)."""
+        return self._pool
 
     # --- WrapperSource
 
@@ -271,7 +296,8 @@ class WrapperClient:
     ) -> Any:
         if deadline is None:
             deadline = time.monotonic() + self._timeout_s * (self._retries + 1)
-        url = urls.resolve(self._http.base_url, path)  # exactly this path, or refused
+        target = urls.resolve(self._prefix, path)  # exactly this path, or refused
+        sent = self._headers if not headers else {**self._headers, **headers}
         attempt = 0
         while True:
             left = deadline - time.monotonic()
@@ -280,29 +306,36 @@ class WrapperClient:
                     "deadline exceeded before the Wrapper answered", reason=Reason.WRAPPER_DEADLINE
                 )
             started = time.monotonic()
+            wait = min(self._timeout_s, left)
             try:
-                response = self._http.get(url, timeout=min(self._timeout_s, left), headers=headers)
-            except httpx.TimeoutException:
-                failure = WrapperUnavailable(
-                    "the Wrapper did not answer in time", reason=Reason.WRAPPER_TIMEOUT
+                # (looked up each call: tracing may have wrapped the pool's urlopen)
+                response = self._pool.urlopen(
+                    "GET",
+                    target,
+                    headers=sent,
+                    retries=False,
+                    redirect=False,
+                    timeout=urllib3.Timeout(total=wait),
+                    pool_timeout=cast(int, wait),  # (typed int; a queue.get timeout: seconds)
                 )
-            except httpx.TransportError as exc:
-                failure = WrapperUnavailable(
-                    f"cannot reach the Wrapper ({type(exc).__name__})", reason=Reason.WRAPPER_UNREACHABLE
-                )
+            except HTTPError as exc:  # refused, reset, timed out, TLS, a broken response
+                failure = _transport_failure(exc)
             else:
-                status = response.status_code
+                status = response.status
+                body = response.data
+                if self._on_body is not None:
+                    self._on_body(body)
                 if status == 200:
                     self._observe(what, started, ok=True)
                     try:
-                        return response.json()
+                        return json.loads(body)
                     except ValueError:
                         raise WrapperUnavailable(
                             "the Wrapper sent a body that is not JSON", reason=Reason.WRAPPER_BAD_RESPONSE
                         ) from None
                 if status == 404:
                     self._observe(what, started, ok=True)
-                    raise self._not_found(response)
+                    raise self._not_found(body)
                 if status not in _RETRYABLE_STATUS:
                     self._observe(what, started, ok=False)
                     raise WrapperUnavailable(
@@ -325,14 +358,24 @@ class WrapperClient:
         if self._on_fetch is not None:
             self._on_fetch(what.split(":", 1)[-1], time.monotonic() - started, ok)
 
-    def _not_found(self, response: httpx.Response) -> NotFound:
+    def _not_found(self, data: bytes) -> NotFound:
         try:
-            body = response.json()
+            body = json.loads(data)
         except ValueError:
             body = None
         if self.mapping.tenant_unknown(body):
             return NotFound("unknown tenant", reason=Reason.TENANT_NOT_FOUND)
         return NotFound("not found", reason=Reason.NOT_FOUND)
+
+
+def _transport_failure(exc: HTTPError) -> WrapperUnavailable:
+    """The reason for an attempt that got no HTTP answer."""
+    # (NewConnectionError first: urllib3 2 derives it from its TimeoutError)
+    if isinstance(exc, (Urllib3Timeout, EmptyPoolError)) and not isinstance(exc, NewConnectionError):
+        return WrapperUnavailable("the Wrapper did not answer in time", reason=Reason.WRAPPER_TIMEOUT)
+    return WrapperUnavailable(
+        f"cannot reach the Wrapper ({type(exc).__name__})", reason=Reason.WRAPPER_UNREACHABLE
+    )
 
 
 def _seg(value: str) -> str:

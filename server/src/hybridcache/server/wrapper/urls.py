@@ -10,20 +10,33 @@ closed here:
   an HTTP client or a proxy in front of the Wrapper resolves them, so `tenants/../users`
   would become `users`. A segment that is empty or made only of dots is refused outright,
   and so is a built path with an encoded one (`%2E%2E` is the same segment to RFC 3986);
-* the HTTP client rewriting the path: httpx resolves dot segments whenever it parses a
-  URL, so the final URL is checked to carry exactly the path that was built.
+* the HTTP client rewriting the path. The Wrapper client sends the request target it is
+  given to urllib3's connection pool, which (for a target starting with `/`) does not
+  resolve dot segments but does rewrite the rest: it percent-encodes any character outside
+  RFC 3986's path and query characters (a space, a backslash, non-ASCII), upper-cases
+  existing escapes (`%2e` -> `%2E`), encodes a `%` that starts no escape, and drops
+  everything from a `#` on (`urllib3.util.url._encode_target`). `resolve` therefore only
+  lets through a target made of exactly the characters urllib3 sends as they are
+  (`_TARGET`), so the target on the wire is byte for byte the one built; its dot segments
+  are refused as above (a proxy would still resolve those).
 
 An id refused here is an `InvalidRequest` (INVALID_ARGUMENT): it names no entity.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote
-
-import httpx
 
 from hybridcache.client.reasons import Reason
 from hybridcache.server.core.errors import InvalidRequest
+
+# RFC 3986 pchar (unreserved, sub-delims, ":" and "@"), an escape only with upper-case hex
+# (what `quote` writes); a query may add "/" and "?". No "#", no space, no "%" alone, nothing
+# above ASCII: every character here is one urllib3 writes unchanged.
+_PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-F]{2})"
+_TARGET = re.compile(rf"(?:/{_PCHAR}*)+(?:\?(?:{_PCHAR}|[/?])*)?")
+_PREFIX = re.compile(rf"(?:/{_PCHAR}*)*")
 
 
 class UnsafeWrapperPath(InvalidRequest):
@@ -40,18 +53,28 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def resolve(base: httpx.URL, path: str) -> httpx.URL:
-    """`base` with `path` (built from literal parts and `segment`s, optionally with a query
-    string) appended, unchanged.
+def check_prefix(prefix: str) -> str:
+    """The base URL's path (`/base`, or ""), without its trailing slash; ValueError when
+    urllib3 would not send it as it is (the base URL is configuration, not an id)."""
+    prefix = prefix.rstrip("/")
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"the Wrapper base URL's path {prefix!r} is not a plain percent-encoded path")
+    return prefix
 
-    Raises UnsafeWrapperPath when the URL httpx builds has any other path: a literal dot
-    segment or an unencoded character slipped into `path`.
+
+def resolve(prefix: str, path: str) -> str:
+    """The request target `prefix` + `path` (built from literal parts and `segment`s,
+    optionally with a query string), unchanged. `prefix` is the base URL's path, as
+    `check_prefix` returned it.
+
+    Raises UnsafeWrapperPath when the target would not reach the Wrapper byte for byte (a
+    character urllib3 would encode, a fragment), or `path` has an empty or dot segment: a
+    literal dot segment or an unencoded character slipped into `path`.
     """
     if not path.startswith("/") or not path.isascii():
         raise UnsafeWrapperPath("a Wrapper path must start with '/' and be percent-encoded ASCII")
-    wanted = base.raw_path.rstrip(b"/") + path.encode("ascii")
-    url = base.copy_with(raw_path=wanted, query=None, fragment=None)
+    target = prefix + path
     segments = path.split("?", 1)[0][1:].split("/")  # (a query string is not path)
-    if url.raw_path != wanted or any(not unquote(s).strip(".") for s in segments):
+    if not _TARGET.fullmatch(target) or any(not unquote(s).strip(".") for s in segments):
         raise UnsafeWrapperPath("the Wrapper path would not be the one built from the ids")
-    return url
+    return target

@@ -4,13 +4,21 @@
         gate, servicer ─► TracedCache: events cache.hit | cache.miss | cache.stale |
                                       cache.singleflight_wait; hybridcache.tenant_id
             core ─► TracedSource: span "hybridcache.snapshot_load" | "hybridcache.fetch_item"
-                        WrapperClient's httpx.Client (official httpx instrumentation):
-                        span "GET" (CLIENT), traceparent sent on to the Wrapper
+                        WrapperClient's urllib3 pool (official urllib3 instrumentation):
+                        span "GET <route>" (CLIENT), traceparent sent on to the Wrapper
 
 Attributes are an allowlist (`SPAN_ATTRIBUTES`, `EVENT_ATTRIBUTES`): the tenant id, kinds,
 counts, durations and codes; never a key (user ids, operation codes), a profile field, a
-token or a header. The httpx span's URL is rewritten to its route with the tenant only
+token or a header. The HTTP span's URL is rewritten to its route with the tenant only
 (`route_of`), since the path holds user ids.
+
+The urllib3 instrumentation has no per-pool API (httpx's had `instrument_client`): it wraps
+`HTTPConnectionPool.urlopen` for the whole process, once, with one tracer provider. So it is
+installed once (`_instrument_urllib3`) with a provider of our own (`_PoolTracerProvider`)
+whose tracer starts a real span only inside a call of a pool that an `OtelTracing` instrumented
+(a context variable set around that pool's `urlopen`), from that `OtelTracing`'s provider;
+every other urllib3 call in the process gets the non-recording span (no span, no
+traceparent: as without instrumentation), and each Service keeps its own provider.
 
 Why our own server interceptor rather than opentelemetry-instrumentation-grpc's: every error
 here ends with `context.abort_with_status` (ErrorInfo details), which that interceptor does
@@ -29,15 +37,16 @@ whose replica another call was loading.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
-import httpx
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor, RequestInfo
+from opentelemetry.instrumentation.urllib3 import RequestInfo, URLLib3Instrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -56,7 +65,7 @@ from hybridcache.server.wrapper.client import WrapperClient
 TRACER_NAME = "hybridcache.server"
 
 # Every attribute our spans and events may carry (tests hold the exported spans to it). The
-# httpx span adds the HTTP semantic-convention ones (method, status, server address, route).
+# urllib3 span adds the HTTP semantic-convention ones (method, status, server address, route).
 SPAN_ATTRIBUTES = frozenset(
     {
         "rpc.system",
@@ -151,9 +160,20 @@ class OtelTracing(Tracing):
         return (ServerSpans(self._tracer),)
 
     def instrument_wrapper(self, wrapper: WrapperClient) -> WrapperSource:
-        HTTPXClientInstrumentor.instrument_client(
-            wrapper.http, tracer_provider=self.provider, request_hook=_route_only
-        )
+        _instrument_urllib3()
+        pool = wrapper.pool
+        urlopen = pool.urlopen
+        tracer = self.provider.get_tracer("opentelemetry.instrumentation.urllib3")
+
+        @functools.wraps(urlopen)
+        def traced_urlopen(*args: Any, **kwargs: Any) -> Any:
+            token = _POOL_TRACER.set(tracer)
+            try:
+                return urlopen(*args, **kwargs)
+            finally:
+                _POOL_TRACER.reset(token)
+
+        pool.urlopen = traced_urlopen  # type: ignore[method-assign]  # this pool only
         return TracedSource(wrapper, self._tracer, self._fetches)
 
     def traced_cache(self, cache: HybridCache) -> Any:
@@ -291,20 +311,53 @@ def route_of(path: str) -> str:
     )
 
 
-def _route_only(span: trace.Span, request: RequestInfo) -> None:
-    """The httpx span's URL without ids or query (url.full / http.url hold the whole URL)."""
-    url = request.url
-    if isinstance(url, httpx.URL):
-        origin, path = f"{url.scheme}://{url.netloc.decode()}", url.path
-    else:  # the raw (scheme, host, port, target) form of httpx's transport API
-        scheme, host, port, target = url
-        origin = f"{scheme.decode()}://{host.decode()}" + (f":{port}" if port else "")
-        path = target.decode()
-    route = route_of(path)
+def _route_url(url: str) -> str:
+    """The URL the span records (url.full / http.url): origin and route, no ids, no query."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host}" + route_of(slash + path)
+
+
+def _route_only(span: trace.Span, pool: Any, request: RequestInfo) -> None:
+    """The span's name and route (its URL is `_route_url`'s already)."""
+    route = "/" + request.url.partition("://")[2].partition("/")[2]  # (url: `_route_url`'s)
     for key in ("url.full", "http.url"):
-        span.set_attribute(key, origin + route)
+        span.set_attribute(key, request.url)
     span.set_attribute("http.route", route)
     span.update_name(f"GET {route}")
+
+
+# The tracer of the pool whose urlopen is running on this thread (None: not one of ours).
+_POOL_TRACER: contextvars.ContextVar[trace.Tracer | None] = contextvars.ContextVar(
+    "hybridcache_pool_tracer", default=None
+)
+_NO_SPANS = trace.NoOpTracer()
+_instrumented = threading.Lock()
+
+
+class _PoolTracer(trace.Tracer):
+    """Hands each span to the current pool's tracer, or to none."""
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        return (_POOL_TRACER.get() or _NO_SPANS).start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return (_POOL_TRACER.get() or _NO_SPANS).start_as_current_span(*args, **kwargs)
+
+
+class _PoolTracerProvider(trace.TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return _PoolTracer()
+
+
+def _instrument_urllib3() -> None:
+    """The process-wide urllib3 instrumentation, once (it is a singleton)."""
+    with _instrumented:
+        instrumentor = URLLib3Instrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(
+                tracer_provider=_PoolTracerProvider(), url_filter=_route_url, request_hook=_route_only
+            )
 
 
 class _FetchCount(threading.local):
