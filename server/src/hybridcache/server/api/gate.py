@@ -104,12 +104,14 @@ class _Route:
         self.series = series
         self._gate = gate
         self._timeout_s = timeout_s
-        self._by_caller: dict[Caller | None, Any] = {}
+        self._by_caller: dict[str | None, Any] = {}
 
     def handler_for(self, caller: Caller | None) -> Any:
-        built = self._by_caller.get(caller)
+        # Keyed by name (a str caches its hash; a frozen dataclass's __hash__ is Python code).
+        key = caller.name if caller is not None else None
+        built = self._by_caller.get(key)
         if built is None:
-            built = self._by_caller[caller] = self._build(caller)
+            built = self._by_caller[key] = self._build(caller)
         return built
 
     def _build(self, caller: Caller | None) -> Any:
@@ -159,8 +161,14 @@ class _Route:
         while (request := self._gate.watch.first(requests, context, self._timeout_s)) is not None:
             yield request
 
-    def leave(self, caller: Caller | None, code: str, started: float) -> None:
-        if self.counts_in_flight and caller is not None:
+    def counted(self, caller: Caller | None) -> bool:
+        """Whether this caller's calls here hold an in-flight place (its limits are configuration,
+        so this is decided once per route and caller, not per call)."""
+        return self.counts_in_flight and caller is not None and self._gate.limits(caller).max_in_flight > 0
+
+    def leave(self, caller: Caller | None, code: str, started: float, counted: bool) -> None:
+        if counted:
+            assert caller is not None
             self._gate.release(caller)
         self.lane.release()
         if self.series is not None:
@@ -178,6 +186,7 @@ class _Behaviors:
 
     def unary(self, inner: Callable[[Any, Any], Any], *, whole: bool = False) -> Callable[[Any, Any], Any]:
         route, caller = self._route, self._caller
+        counted = route.counted(caller)
 
         def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -191,12 +200,13 @@ class _Behaviors:
                 code = _code_name(context)
                 raise
             finally:
-                route.leave(caller, code, started)
+                route.leave(caller, code, started, counted)
 
         return behavior
 
     def stream(self, inner: Callable[[Any, Any], Iterator[Any]], *, whole: bool) -> Callable[[Any, Any], Any]:
         route, caller = self._route, self._caller
+        counted = route.counted(caller)
 
         def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
@@ -217,7 +227,7 @@ class _Behaviors:
                 code = "CANCELLED"
                 raise
             finally:
-                route.leave(caller, code, started)
+                route.leave(caller, code, started, counted)
 
         return behavior
 
@@ -277,7 +287,8 @@ class Gate(grpc.ServerInterceptor):
             if refusal is not None:
                 return self._refuse(route, caller, refusal)
         if not route.lane.try_admit():
-            if route.counts_in_flight and caller is not None:
+            if route.counted(caller):
+                assert caller is not None
                 self.release(caller)
             self._metrics.lane_refused.labels(route.lane.name).inc()
             busy = _Refusal(
@@ -331,7 +342,7 @@ class Gate(grpc.ServerInterceptor):
 
     # --- per-caller budgets
 
-    def _limits(self, caller: Caller) -> CallerLimits:
+    def limits(self, caller: Caller) -> CallerLimits:
         # A caller's limits are configuration: looked up once, not built on every call.
         limits = self._limits_by_caller.get(caller.name)
         if limits is None:
@@ -339,7 +350,7 @@ class Gate(grpc.ServerInterceptor):
         return limits
 
     def _take_budget(self, caller: Caller, *, counts_in_flight: bool) -> _Refusal | None:
-        limits = self._limits(caller)
+        limits = self.limits(caller)
         counts_in_flight = counts_in_flight and limits.max_in_flight > 0
         if limits.rate_per_s <= 0 and not counts_in_flight:
             return None  # nothing to count (the insecure dev caller by default): no lock
@@ -380,8 +391,7 @@ class Gate(grpc.ServerInterceptor):
         )
 
     def release(self, caller: Caller) -> None:
-        if self._limits(caller).max_in_flight <= 0:
-            return  # not counted (_take_budget)
+        """Give back an in-flight place `_take_budget` counted (only called when it did)."""
         with self._lock:
             self._budgets[caller.name].in_flight -= 1
 
