@@ -123,7 +123,7 @@ def memory_group(bench: Bench) -> Group:
     group.target(
         "snapshot load of 100k entries",
         "< 2 s",
-        f"{seconds} s (one local HTTP transfer from an in-process stub + JSON parse + codec + install, one core)",
+        f"{seconds} s (HTTP from a local stub + JSON parse + codec + install, one core)",
         seconds < 2,
     )
     return group
